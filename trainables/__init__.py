@@ -1,0 +1,1 @@
+"""The methods the engine sweeps, registered by name (see ``trainables.registry``)."""

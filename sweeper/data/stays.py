@@ -5,6 +5,7 @@ renamed into place only when everything succeeded, so a failure leaves no half-w
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from sweeper.data.schema import (
@@ -43,6 +45,8 @@ def check_writable(out: str | Path) -> Path:
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise StaysError(f"--out {out}: {parent} is not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise StaysError(f"--out {out}: not writable; choose a path you can write to")
     return out
@@ -57,7 +61,8 @@ def to_table(frame: pd.DataFrame, manifest: Manifest, where: str) -> pa.Table:
     arrays = []
     for field in schema:
         try:
-            arrays.append(pa.array(frame[field.name], type=field.type, from_pandas=True))
+            # from_pandas turns NaN into null; inside lists NaN means "not observed" and must stay NaN.
+            arrays.append(pa.array(frame[field.name], type=field.type, from_pandas=not pa.types.is_list(field.type)))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as err:
             raise StaysError(f"{where}: column {field.name!r} does not hold {field.type} ({str(err).splitlines()[0]})") from None
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -78,6 +83,15 @@ def validate_table(table: pa.Table, manifest: Manifest, where: str, require_spli
         ok = np.isnan(lengths.astype(float)) | (lengths == len(manifest.phenotypes))
         if not ok.all():
             raise StaysError(f"{where}: column 'label_phenotypes' needs {len(manifest.phenotypes)} values per stay")
+    if manifest.timeseries is not None and "ts_hourly_values" in table.column_names:
+        expected = manifest.timeseries.hours * len(manifest.timeseries.features)
+        for column in ("ts_hourly_values", "ts_hourly_mask"):
+            lengths = pa.compute.list_value_length(table[column]).drop_null().to_numpy(zero_copy_only=False)
+            if (lengths != expected).any():
+                raise StaysError(f"{where}: column {column!r} needs hours × features = {expected} values per stay")
+        events = [pa.compute.list_value_length(table[c]).fill_null(0).to_numpy(zero_copy_only=False) for c in ("ts_event_feature", "ts_event_value", "ts_event_time")]
+        if (events[0] != events[1]).any() or (events[0] != events[2]).any():
+            raise StaysError(f"{where}: columns 'ts_event_feature', 'ts_event_value', 'ts_event_time' need equal lengths per stay")
     splits = set(table["split"].to_pylist()) if "split" in table.column_names else set()
     unknown = splits - set(SPLITS)
     if unknown:
@@ -161,6 +175,7 @@ def write_stays(
     modality-presence pattern with ``split_seed`` and records how in the manifest.
     """
     out = check_writable(out)
+    manifest = copy.deepcopy(manifest)  # the written manifest gets split, statistics and hash
     frame = frame.reset_index(drop=True)
     if "split" not in frame.columns or frame["split"].isna().all():
         frame = frame.assign(split=assign_splits(frame, split_seed, split_fractions))
@@ -176,8 +191,11 @@ def write_stays(
     fill_statistics(table, manifest)
     summarise(table, manifest)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        raise StaysError(f"--out {out}: cannot write ({err.strerror or err}); choose another path") from None
     try:
         (tmp / "shards").mkdir()
         digest = hashlib.sha256()
@@ -195,6 +213,9 @@ def write_stays(
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StaysError(f"--out {out}: cannot write ({err.strerror or err}); choose another path") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,231 @@
+"""Stays as Ray Data datasets, and the collate that turns their batches into torch tensors.
+
+``split_dataset`` reads only the columns a (task, modality subset) needs. ``StaysCollate`` turns a
+numpy batch into model inputs: one tensor (or tensor pair) per modality plus a ``present`` mask;
+absent modalities carry zeros *and* a False in the mask, so models can tell them apart.
+
+Ray Data tasks here ask for a fraction of a CPU (``DATA_CPUS``): trial workers hold whole CPUs,
+and reads that need a whole one would wait forever behind them (RAY_NOTES.md).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sweeper.data.schema import (
+    TASK_LABELS,
+    Manifest,
+    StaysError,
+    check_modalities,
+    check_task,
+    demo_column,
+    modality_columns,
+    presence_column,
+    read_manifest,
+)
+from sweeper.data.stays import check_shard_schema, shard_paths
+
+DATA_CPUS = 0.01
+TEXT_FEATURES = 2**12
+TEXT_MODALITIES = ("discharge", "radiology")
+
+
+def needed_columns(manifest: Manifest, modalities, tasks) -> list[str]:
+    """Id, the tasks' labels and the modalities' columns: all a reader of this subset needs."""
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    cols = ["stay_id"] + [TASK_LABELS[check_task(t)] for t in tasks]
+    for modality in modalities:
+        cols += modality_columns(manifest, modality)
+    return cols
+
+
+def check_subset(manifest: Manifest, modalities, where: str = "modality subset") -> tuple[str, ...]:
+    modalities = check_modalities(modalities, where=where)
+    if not modalities:
+        raise StaysError(f"{where}: empty; name at least one modality")
+    for modality in modalities:
+        if modality not in manifest.modalities:
+            raise StaysError(f"{where}: source {manifest.source!r} has no {modality!r} modality (it has {', '.join(manifest.modalities)})")
+    return modalities
+
+
+def check_labels(stays_dir: str | Path, split: str, task: str) -> None:
+    """Fail naming the shard and field when a stay of ``split`` lacks the ``task`` label."""
+    manifest = read_manifest(stays_dir)
+    column = TASK_LABELS[check_task(task)]
+    for path in shard_paths(stays_dir, manifest, split):
+        check_shard_schema(path, manifest, [column])
+        labels = pq.read_table(path, columns=[column])[column]
+        if labels.null_count:
+            raise StaysError(f"{path}: field {column!r} is null for {labels.null_count} stays; task {task!r} needs it for every stay (drop those stays when preparing, or pick another task)")
+        if column == "label_phenotypes":
+            flat = pc.list_flatten(labels)
+            if pc.any(pc.is_nan(flat)).as_py():
+                raise StaysError(f"{path}: field {column!r} has NaN entries; task {task!r} needs every phenotype label")
+        elif pc.any(pc.is_nan(labels)).as_py():
+            raise StaysError(f"{path}: field {column!r} is NaN for some stays; task {task!r} needs it for every stay")
+
+
+def _keep_present(batch: pa.Table, columns: list[str]) -> pa.Table:
+    mask = batch[columns[0]]
+    for column in columns[1:]:
+        mask = pc.or_(mask, batch[column])
+    return batch.filter(mask)
+
+
+def split_dataset(stays_dir: str | Path, split: str, modalities, tasks):
+    """The stays of ``split`` that have at least one of ``modalities``, as a ``ray.data.Dataset``.
+
+    Only the id, the tasks' labels and the modalities' columns are read. The engine materializes
+    these once per run, before trials hold the CPUs (inside a trial, Ray Data's CPU budget is what
+    the Train workers leave, which on a small machine is nothing).
+    """
+    import ray.data
+
+    manifest = read_manifest(stays_dir)
+    modalities = check_subset(manifest, modalities)
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    for task in tasks:
+        check_labels(stays_dir, split, task)
+    paths = [str(p) for p in shard_paths(stays_dir, manifest, split)]
+    dataset = ray.data.read_parquet(paths, columns=needed_columns(manifest, modalities, tasks), num_cpus=DATA_CPUS)
+    presence = [presence_column(m) for m in modalities]
+    return dataset.map_batches(_keep_present, batch_format="pyarrow", fn_kwargs={"columns": presence}, num_cpus=DATA_CPUS, batch_size=None)
+
+
+class StaysCollate:
+    """Numpy batch (from ``iter_batches(batch_format="numpy")``) → dict of torch tensors.
+
+    Keys: ``stay_id`` (numpy str array), ``label`` (float [N] for ihm, [N, 25] for phenotyping,
+    log1p hours [N] for los), ``present`` (bool [N, |subset|], subset in canonical order) and one
+    entry per modality: ``discharge``/``radiology`` hashed bag-of-words [N, TEXT_FEATURES];
+    ``cxr`` latest image [N, 1, S, S] in [0, 1]; ``timeseries`` [N, hours, 2·features] (z-scored
+    values, carried forward then zero-filled, beside the observation mask); ``demographics``
+    [N, width] (z-scored numerics + missing flags, one-hots + unknown slot).
+    """
+
+    def __init__(self, manifest: Manifest, modalities, task: str, carry_forward: bool = True):
+        self.manifest = manifest
+        self.modalities = check_subset(manifest, modalities)
+        self.task = check_task(task)
+        self.carry_forward = carry_forward
+        self._hasher = None
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-modality input shape of one stay (what an encoder is built for)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for modality in self.modalities:
+            if modality in TEXT_MODALITIES:
+                shapes[modality] = (TEXT_FEATURES,)
+            elif modality == "cxr":
+                shapes[modality] = (1, self.manifest.cxr_size, self.manifest.cxr_size)
+            elif modality == "timeseries":
+                ts = self.manifest.timeseries
+                shapes[modality] = (ts.hours, 2 * len(ts.features))
+            elif modality == "demographics":
+                shapes[modality] = (self.manifest.demographics.width,)
+        return shapes
+
+    def n_outputs(self) -> int:
+        return len(self.manifest.phenotypes) if self.task == "phenotyping" else 1
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        import torch
+
+        present = np.stack([batch[presence_column(m)].astype(bool) for m in self.modalities], axis=1)
+        out = {"stay_id": np.asarray(batch["stay_id"]).astype(str), "present": torch.from_numpy(present)}
+        out["label"] = torch.from_numpy(self._labels(batch[TASK_LABELS[self.task]]))
+        for index, modality in enumerate(self.modalities):
+            rows = present[:, index]
+            encode = getattr(self, f"_{modality}") if modality not in TEXT_MODALITIES else self._text
+            out[modality] = torch.from_numpy(encode(batch, modality, rows))
+        return out
+
+    def _labels(self, labels: np.ndarray) -> np.ndarray:
+        if self.task == "phenotyping":
+            return np.stack([np.asarray(row, dtype=np.float32) for row in labels]).astype(np.float32)
+        labels = np.asarray(labels, dtype=np.float32)
+        return np.log1p(labels) if self.task == "los" else labels
+
+    def _text(self, batch, modality, rows) -> np.ndarray:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        if self._hasher is None:
+            self._hasher = HashingVectorizer(n_features=TEXT_FEATURES, alternate_sign=False, ngram_range=(1, 2), norm="l2")
+        texts = [t if keep and t is not None else "" for t, keep in zip(batch[f"{modality}_text"], rows)]
+        return self._hasher.transform(texts).toarray().astype(np.float32)
+
+    def _cxr(self, batch, modality, rows) -> np.ndarray:
+        from PIL import Image
+
+        size = self.manifest.cxr_size
+        images = np.zeros((len(rows), 1, size, size), dtype=np.float32)
+        for i, (keep, pngs, times) in enumerate(zip(rows, batch["cxr_images"], batch["cxr_times"])):
+            if keep and pngs is not None and len(pngs):
+                latest = int(np.argmax(times)) if times is not None and len(times) == len(pngs) else len(pngs) - 1
+                image = Image.open(io.BytesIO(pngs[latest])).convert("L")
+                images[i, 0] = np.asarray(image, dtype=np.float32) / 255.0
+        return images
+
+    def _timeseries(self, batch, modality, rows) -> np.ndarray:
+        ts = self.manifest.timeseries
+        hours, n_features = ts.hours, len(ts.features)
+        values = np.full((len(rows), hours, n_features), np.nan, dtype=np.float32)
+        mask = np.zeros((len(rows), hours, n_features), dtype=np.float32)
+        for i, (keep, v, m) in enumerate(zip(rows, batch["ts_hourly_values"], batch["ts_hourly_mask"])):
+            if keep and v is not None:
+                values[i] = np.asarray(v, dtype=np.float32).reshape(hours, n_features)
+                mask[i] = np.asarray(m, dtype=np.float32).reshape(hours, n_features)
+        values = np.where(mask > 0, values, np.nan)
+        values = (values - np.asarray(ts.mean, dtype=np.float32)) / np.asarray(ts.std, dtype=np.float32)
+        if self.carry_forward:
+            values = _carry_forward(values)
+        return np.concatenate([np.nan_to_num(values, nan=0.0), mask], axis=2)
+
+    def _demographics(self, batch, modality, rows) -> np.ndarray:
+        demo = self.manifest.demographics
+        parts = []
+        for field in demo.numeric:
+            raw = np.asarray(batch[demo_column(field)], dtype=np.float32)
+            known = ~np.isnan(raw) & rows
+            parts.append(np.where(known, (raw - demo.mean[field]) / demo.std[field], 0.0))
+            parts.append((~known & rows).astype(np.float32))
+        for field in demo.categorical:
+            categories = demo.categories.get(field, [])
+            onehot = np.zeros((len(rows), len(categories) + 1), dtype=np.float32)
+            lookup = {c: j for j, c in enumerate(categories)}
+            for i, (keep, value) in enumerate(zip(rows, batch[demo_column(field)])):
+                if keep:
+                    onehot[i, lookup.get(value, len(categories)) if value is not None else len(categories)] = 1.0
+            parts.append(onehot)
+        return np.column_stack(parts).astype(np.float32) if parts else np.zeros((len(rows), 0), np.float32)
+
+
+def _carry_forward(values: np.ndarray) -> np.ndarray:
+    """Last observation carried forward along the hours axis (NaN before the first one)."""
+    n, hours, features = values.shape
+    index = np.where(~np.isnan(values), np.arange(hours)[None, :, None], 0)
+    np.maximum.accumulate(index, axis=1, out=index)
+    return np.take_along_axis(values, index, axis=1)
+
+
+def collate_all(batches, collate: StaysCollate) -> dict:
+    """Collate every batch, concatenate, and keep the stays with a modality of the subset."""
+    import torch
+
+    parts = [collate(batch) for batch in batches]
+    keep = np.concatenate([p["present"].any(dim=1).numpy() for p in parts]) if parts else np.zeros(0, bool)
+    if not keep.any():
+        raise StaysError(f"no stay has any of {', '.join(collate.modalities)}; choose another modality subset")
+    out = {}
+    for key in parts[0]:
+        if key == "stay_id":
+            out[key] = np.concatenate([p[key] for p in parts])[keep]
+        else:
+            out[key] = torch.cat([p[key] for p in parts])[torch.from_numpy(keep)]
+    return out

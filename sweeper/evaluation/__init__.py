@@ -1,0 +1,1 @@
+"""Evaluation: metrics on test predictions, seed and bootstrap CIs, paired comparisons, leaderboards."""

@@ -1,0 +1,238 @@
+"""From one cell's K seeds of test predictions to a leaderboard row with its uncertainty.
+
+Two kinds of uncertainty are reported side by side (ARCHITECTURE.md, "Aggregate"):
+
+* over seeds — how much the method's result moves with training randomness: mean, sample std and
+  a Student-t 95% CI over the K seed-level metrics (``seed_ci``);
+* over test stays — how much it would move on another test set of the same size: a stratified
+  percentile bootstrap of the seed-mean metric (``bootstrap_ci``), and the paired version for the
+  difference between two methods on the same stays (``paired_comparison``).
+
+Metrics themselves come only from ``sweeper.evaluation.metrics.compute_metrics``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics
+
+CONFIDENCE = 0.95
+_CELL_KEYS = ("task", "method", "subset", "n_modalities")
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedPredictions:
+    """One final-phase seed's predictions on a cell's test stays."""
+
+    seed: int
+    """The training seed of this run."""
+    stay_ids: np.ndarray
+    """``[n]`` str: which test stays the rows are; seeds are aligned on these."""
+    labels: np.ndarray
+    """``[n]`` (binary) or ``[n, K]`` (multi-label) of 0/1, NaN where the outcome is unknown."""
+    scores: np.ndarray
+    """Same shape as ``labels``: predicted probability of the positive class."""
+
+
+def seed_ci(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(mean, std, low, high)`` over seeds: sample std (ddof=1) and a Student-t 95% CI.
+
+    With one seed there is no spread to estimate, so std and the CI are NaN.
+    """
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean()) if values.size else float("nan")
+    if values.size < 2:
+        return mean, float("nan"), float("nan"), float("nan")
+    std = float(values.std(ddof=1))
+    half_width = stats.t.ppf(0.5 + CONFIDENCE / 2, df=values.size - 1) * std / np.sqrt(values.size)
+    return mean, std, float(mean - half_width), float(mean + half_width)
+
+
+def bootstrap_ci(
+    seeds: list[SeedPredictions],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile bootstrap CI over test stays of each seed-mean metric.
+
+    Every resample draws stays with replacement within strata (binary: positives, negatives and
+    unknowns separately; multi-label: stays with any positive label vs none), so each resample
+    keeps the test set's class balance and AUROC stays defined for rare outcomes. The same
+    resampled stays are scored for every seed, then the metric is averaged over seeds.
+    """
+    labels, scores = _aligned_predictions(seeds)
+    resamples = stratified_resamples(labels, n_resamples, np.random.default_rng(seed))
+    values = _resampled_seed_means(labels, scores, resamples, metrics)
+    return {name: _percentile_interval(values[name]) for name in metrics}
+
+
+def paired_comparison(
+    a: list[SeedPredictions],
+    b: list[SeedPredictions],
+    metric: str = "auroc",
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Difference ``a − b`` of the seed-mean ``metric`` on the same test stays, with uncertainty.
+
+    Both methods are scored on the same stratified resamples (a paired bootstrap), so the CI and
+    the two-sided p-value reflect only how the difference varies over test stays. The p-value is
+    twice the smaller bootstrap tail beyond zero, with the +1 correction so it is never 0.
+    Returns ``difference, ci_low, ci_high, p_value, n_resamples``.
+    """
+    labels_a, scores_a = _aligned_predictions(a)
+    labels_b, scores_b = _aligned_predictions(b)
+    ids_a, ids_b = _sorted_ids(a[0]), _sorted_ids(b[0])
+    if not np.array_equal(ids_a, ids_b):
+        raise MetricsError(
+            "paired_comparison: the two methods were scored on different test stays; compare "
+            "only cells that share a test split"
+        )
+    if not _same_labels(labels_a, labels_b):
+        raise MetricsError("paired_comparison: the two methods disagree on the test labels")
+    point = _seed_mean(labels_a, scores_a, metric) - _seed_mean(labels_b, scores_b, metric)
+    resamples = stratified_resamples(labels_a, n_resamples, np.random.default_rng(seed))
+    diffs = (
+        _resampled_seed_means(labels_a, scores_a, resamples, (metric,))[metric]
+        - _resampled_seed_means(labels_b, scores_b, resamples, (metric,))[metric]
+    )
+    diffs = diffs[~np.isnan(diffs)]
+    low, high = _percentile_interval(diffs)
+    tail = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
+    p_value = min(1.0, 2 * (tail + 1) / (diffs.size + 1))
+    return {
+        "difference": float(point),
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": float(p_value),
+        "n_resamples": int(diffs.size),
+    }
+
+
+def aggregate_cell(cell: dict, seeds: list[SeedPredictions], n_resamples: int = 1000) -> dict:
+    """One leaderboard row: the cell's keys, seed and bootstrap CIs per metric, counts, best config."""
+    subset = cell.get("subset", ())
+    modalities = subset.split("+") if isinstance(subset, str) else list(subset)
+    row: dict = {
+        "task": cell.get("task"),
+        "method": cell.get("method"),
+        "subset": "+".join(modalities),
+        "n_modalities": len(modalities),
+    }
+    row.update({k: v for k, v in cell.items() if k not in _CELL_KEYS and k != "best_config"})
+    labels, scores = _aligned_predictions(seeds)
+    per_seed = [compute_metrics(labels, seed_scores) for seed_scores in scores]
+    boot = bootstrap_ci(seeds, n_resamples=n_resamples)
+    for name in METRICS:
+        mean, std, low, high = seed_ci([values[name] for values in per_seed])
+        row.update({
+            f"{name}_mean": mean,
+            f"{name}_std": std,
+            f"{name}_ci_low": low,
+            f"{name}_ci_high": high,
+            f"{name}_boot_low": boot[name][0],
+            f"{name}_boot_high": boot[name][1],
+        })
+    row["n_seeds"] = len(seeds)
+    row["n_test_stays"] = int(labels.shape[0])
+    row["best_config"] = json.dumps(cell.get("best_config", {}), sort_keys=True, default=str)
+    return row
+
+
+def stratified_resamples(labels: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_resamples, n]`` stay indices drawn with replacement within each stratum.
+
+    Strata: binary — positive, negative, unknown label; multi-label — any positive label or not.
+    Each resample therefore holds exactly as many stays of each stratum as the test set.
+    """
+    if labels.ndim == 1:
+        strata = np.where(np.isnan(labels), 2, labels).astype(int)
+    else:
+        strata = (labels == 1).any(axis=1).astype(int)
+    draws = []
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        draws.append(members[rng.integers(0, members.size, size=(n_resamples, members.size))])
+    return np.concatenate(draws, axis=1)
+
+
+def _resampled_seed_means(
+    labels: np.ndarray, scores: np.ndarray, resamples: np.ndarray, metrics: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """``{metric: [n_resamples]}``: the seed-mean metric on each resample of stays."""
+    values = {name: np.empty(len(resamples)) for name in metrics}
+    for r, stays in enumerate(resamples):
+        per_seed = [
+            compute_metrics(labels[stays], seed_scores[stays], metrics=metrics) for seed_scores in scores
+        ]
+        for name in metrics:
+            values[name][r] = _nanmean([row[name] for row in per_seed])
+    return values
+
+
+def _seed_mean(labels: np.ndarray, scores: np.ndarray, metric: str) -> float:
+    return _nanmean([compute_metrics(labels, s, metrics=(metric,))[metric] for s in scores])
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """Central 95% percentile interval, ignoring resamples where the metric was undefined."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    array = np.asarray(values, dtype=float)
+    return float("nan") if np.isnan(array).all() else float(np.nanmean(array))
+
+
+def _sorted_ids(predictions: SeedPredictions) -> np.ndarray:
+    return np.sort(np.asarray(predictions.stay_ids).astype(str))
+
+
+def _aligned_predictions(seeds: list[SeedPredictions]) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels [n, ...], scores [n_seeds, n, ...])`` with every seed's rows in stay_id order.
+
+    Raises when seeds cover different stays or disagree on a label: a seed mean over different test
+    sets would not be one cell's result.
+    """
+    if not seeds:
+        raise MetricsError("no seed predictions given; a cell needs at least one final-phase seed")
+    reference_ids = None
+    labels = None
+    scores = []
+    for predictions in seeds:
+        ids = np.asarray(predictions.stay_ids).astype(str)
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        if np.unique(ids).size != ids.size:
+            raise MetricsError(f"seed {predictions.seed}: duplicate stay_ids in its test predictions")
+        seed_labels = np.asarray(predictions.labels, dtype=float)[order]
+        if reference_ids is None:
+            reference_ids, labels = ids, seed_labels
+        elif not np.array_equal(ids, reference_ids):
+            missing = np.setdiff1d(reference_ids, ids)[:3].tolist()
+            extra = np.setdiff1d(ids, reference_ids)[:3].tolist()
+            raise MetricsError(
+                f"seed {predictions.seed} was tested on different stays than seed {seeds[0].seed} "
+                f"(missing e.g. {missing}, extra e.g. {extra}); every seed of a cell must predict "
+                "the same test split"
+            )
+        elif not _same_labels(seed_labels, labels):
+            raise MetricsError(f"seed {predictions.seed} disagrees with seed {seeds[0].seed} on test labels")
+        scores.append(np.asarray(predictions.scores, dtype=float)[order])
+    return labels, np.stack(scores)
+
+
+def _same_labels(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))

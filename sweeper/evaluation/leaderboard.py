@@ -1,0 +1,96 @@
+"""``leaderboard.csv`` (every column, for analysis) and ``leaderboard.md`` (for people) from cell rows.
+
+Rows come from ``sweeper.evaluation.aggregate.aggregate_cell``. Within a task, cells are ranked by
+mean test AUROC over seeds. Both files are written to a temporary file and moved into place, so a
+reader never sees a half-written leaderboard.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from sweeper.evaluation.metrics import METRICS
+
+# Columns every row has that are not an extra sweep axis (e.g. a missingness rate).
+_FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config"}
+_METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high")
+
+
+def write_leaderboard(rows: list[dict], out_dir: Path) -> pd.DataFrame:
+    """Sort rows (task, then AUROC mean descending), write both files to ``out_dir``, return the frame."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.sort_values(
+            ["task", "auroc_mean"], ascending=[True, False], na_position="last", kind="stable"
+        ).reset_index(drop=True)
+    _write_atomically(out_dir / "leaderboard.csv", frame.to_csv(index=False))
+    _write_atomically(out_dir / "leaderboard.md", leaderboard_markdown(frame))
+    return frame
+
+
+def leaderboard_markdown(frame: pd.DataFrame) -> str:
+    """One table per task: rank, method, subset, extra axes, each metric as mean ± std [bootstrap CI]."""
+    lines = ["# Leaderboard", ""]
+    if frame.empty:
+        return "\n".join(lines + ["No cells were evaluated.", ""])
+    lines += [
+        "Each metric: mean ± std over seeds [95% bootstrap CI over test stays]. "
+        "Ranked by mean AUROC within each task.",
+        "",
+    ]
+    extra_axes = [c for c in frame.columns if c not in _FIXED_COLUMNS and not _is_metric_column(c)]
+    metrics = [m for m in METRICS if f"{m}_mean" in frame.columns]
+    header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics, "n_seeds"]
+    for task, rows in frame.groupby("task", sort=True):
+        lines += [f"## {task}", "", _table_row(header), _table_row(["---"] * len(header))]
+        for rank, (_, row) in enumerate(rows.iterrows(), start=1):
+            cells = [rank, row["method"], row["subset"], row["n_modalities"], *(row[a] for a in extra_axes)]
+            cells += [_metric_cell(row, m) for m in metrics]
+            cells.append(row.get("n_seeds", ""))
+            lines.append(_table_row(cells))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _metric_cell(row: pd.Series, metric: str) -> str:
+    """``0.812 ± 0.010 [0.79, 0.83]``; parts that are undefined (one seed, no bootstrap) are left out."""
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    low, high = row.get(f"{metric}_boot_low"), row.get(f"{metric}_boot_high")
+    if _missing(mean):
+        return "–"
+    text = f"{mean:.3f}"
+    if not _missing(std):
+        text += f" ± {std:.3f}"
+    if not (_missing(low) or _missing(high)):
+        text += f" [{low:.2f}, {high:.2f}]"
+    return text
+
+
+def _table_row(cells) -> str:
+    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
+def _is_metric_column(column: str) -> bool:
+    return any(column == f"{m}{suffix}" for m in METRICS for suffix in _METRIC_SUFFIXES)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename over it (atomic on POSIX)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

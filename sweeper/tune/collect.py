@@ -1,0 +1,89 @@
+"""After the final phase: gather predictions, aggregate cells, write leaderboard and TensorBoard."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweeper.errors import SweeperError
+from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell
+from sweeper.evaluation.leaderboard import write_leaderboard
+from sweeper.tune.spec import Cell, Spec
+from sweeper.tune.worker import PREDICTIONS_FILE
+
+
+def read_predictions(checkpoint_path: str) -> "pa.Table":  # noqa: F821
+    """Read a final trial's predictions from its Train checkpoint (local path or storage URI)."""
+    filesystem, path = pafs.FileSystem.from_uri(checkpoint_path) if "://" in checkpoint_path else (pafs.LocalFileSystem(), checkpoint_path)
+    return pq.read_table(f"{path}/{PREDICTIONS_FILE}", filesystem=filesystem)
+
+
+def _seed_predictions(table, seed: int) -> SeedPredictions:
+    labels = np.asarray(table["label"].to_pylist(), dtype=np.float64)
+    scores = np.asarray(table["score"].to_pylist(), dtype=np.float64)
+    if labels.shape[1] == 1:
+        labels, scores = labels[:, 0], scores[:, 0]
+    return SeedPredictions(seed=seed, stay_ids=np.asarray(table["stay_id"].to_pylist()), labels=labels, scores=scores)
+
+
+def gather_final(results, run_dir: Path) -> dict[str, list[SeedPredictions]]:
+    """Per cell, every finished seed's predictions (also copied to ``predictions/``)."""
+    per_cell: dict[str, list[SeedPredictions]] = {}
+    for result in results:
+        run = (result.config or {}).get("run")
+        metrics = result.metrics or {}
+        if run is None or not metrics.get("done") or "checkpoint_path" not in metrics:
+            continue
+        table = read_predictions(metrics["checkpoint_path"])
+        out = run_dir / "predictions" / run["cell"] / f"seed-{run['seed']}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        per_cell.setdefault(run["cell"], []).append(_seed_predictions(table, run["seed"]))
+    return per_cell
+
+
+def write_tensorboard(results_by_phase: dict, rows: list[dict], run_dir: Path) -> None:
+    """Per-trial scalars of both phases, and an HParams summary of the final phase per cell."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    root = run_dir / "tensorboard"
+    for phase, results in results_by_phase.items():
+        for result in results:
+            history = result.metrics_dataframe
+            config = (result.config or {}).get("run", result.config or {})
+            if history is None or "epoch" not in history or not config.get("cell"):
+                continue
+            name = f"seed-{config['seed']}" if phase == "final" else Path(result.path).name
+            with SummaryWriter(str(root / phase / config["cell"] / name)) as writer:
+                for _, row in history.iterrows():
+                    for column in ("train_loss", "val_auroc", "val_auprc", "val_brier"):
+                        if column in row and row[column] == row[column]:
+                            writer.add_scalar(column, float(row[column]), int(row["epoch"]))
+    with SummaryWriter(str(root / "hparams")) as writer:
+        for row in rows:
+            hparams = {k: row[k] for k in ("task", "method", "subset", "n_modalities")}
+            hparams.update({k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in json.loads(row["best_config"]).items()})
+            metrics = {f"hparam/test_{m}": row[f"{m}_mean"] for m in ("auroc", "auprc", "macro_f1", "accuracy", "brier")}
+            metrics = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isnan(v)}
+            writer.add_hparams(hparams, metrics, run_name=row["cell_id"])
+
+
+def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, tune_results=None):
+    per_cell = gather_final(final_results, run_dir)
+    rows = []
+    for cell in cells:
+        seeds = sorted(per_cell.get(cell.cell_id, []), key=lambda s: s.seed)
+        if not seeds:
+            raise SweeperError(f"final phase: cell {cell.cell_id!r} has no finished seed; see {run_dir / 'final'}, then --resume")
+        info = {**cell.row(), "best_config": best[cell.cell_id]}
+        row = aggregate_cell(info, seeds, n_resamples=spec.final.bootstrap_resamples)
+        row["cell_id"] = cell.cell_id
+        rows.append(row)
+    board = write_leaderboard(rows, run_dir)
+    phases = {"final": final_results, **({"tune": tune_results} if tune_results is not None else {})}
+    write_tensorboard(phases, rows, run_dir)
+    return board

@@ -1,0 +1,93 @@
+"""Live status of a phase: one line (cells done / in flight, trials, best so far, ETA).
+
+A Tune callback, so it runs in the driver. It also appends every trial start / finish / error to
+``trial_events.jsonl`` in the run folder: what resume checks and post-mortems read.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+METRIC = "val_auroc"
+
+
+class Progress(Callback):
+    def __init__(self, run_dir: Path, quiet: bool = False, every_s: float = 10.0):
+        self.run_dir, self.quiet, self.every_s = Path(run_dir), quiet, every_s
+        self.events = self.run_dir / "trial_events.jsonl"
+        self.phase, self.total, self.cells = "", 0, {}
+        self._reset()
+
+    def _reset(self):
+        self.started = time.time()
+        self.finished: dict[str, str] = {}
+        self.running: set[str] = set()
+        self.cell_done: dict[str, int] = {}
+        self.best = (float("-inf"), "")
+        self._last_print = 0.0
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def start_phase(self, phase: str, total_trials: int, cells: dict[str, int]) -> None:
+        self.phase, self.total, self.cells = phase, total_trials, cells
+        self._reset()
+        self.say(f"[{phase}] {len(cells)} cells, {total_trials} trials")
+
+    def _log(self, kind: str, trial, **extra) -> None:
+        config = trial.config.get("run", trial.config)
+        record = {"time": time.time(), "phase": self.phase, "event": kind, "trial_id": trial.trial_id, "cell": config.get("cell"), **extra}
+        with self.events.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _cell(self, trial) -> str:
+        return trial.config.get("run", trial.config).get("cell", "?")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._log("start", trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(METRIC)
+        if value is not None and value == value and value > self.best[0]:
+            self.best = (float(value), self._cell(trial))
+        self._maybe_print()
+
+    def _finish(self, trial, status: str) -> None:
+        self.running.discard(trial.trial_id)
+        if trial.trial_id not in self.finished:
+            self.finished[trial.trial_id] = status
+            cell = self._cell(trial)
+            self.cell_done[cell] = self.cell_done.get(cell, 0) + 1
+        self._log(status, trial)
+        self._maybe_print(force=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "error")
+
+    def status_line(self) -> str:
+        done_cells = sum(1 for c, n in self.cells.items() if self.cell_done.get(c, 0) >= n)
+        in_flight = len({c for c in self.cells if 0 < self.cell_done.get(c, 0) < self.cells[c]} | set())
+        elapsed = time.time() - self.started
+        done = len(self.finished)
+        eta = f"{elapsed / done * (self.total - done) / 60:.1f} min" if done else "?"
+        best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best[1] else "-"
+        return (
+            f"[{self.phase}] cells {done_cells}/{len(self.cells)} done, {in_flight} in flight | "
+            f"trials {done}/{self.total} done, {len(self.running)} running | best val AUROC {best} | "
+            f"elapsed {elapsed / 60:.1f} min, ETA {eta}"
+        )
+
+    def _maybe_print(self, force: bool = False) -> None:
+        now = time.time()
+        if not self.quiet and (force or now - self._last_print >= self.every_s):
+            self._last_print = now
+            print(self.status_line(), file=sys.stdout, flush=True)

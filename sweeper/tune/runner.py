@@ -1,0 +1,300 @@
+"""``sweeper run``: data → tune phase (per-cell Optuna + ASHA) → final phase (K seeds) → leaderboard.
+
+Run directory ``results/<spec>/<run>/``:
+  spec.yaml, run.json         the spec and profile this run was started with (``--resume`` reads them)
+  data/                       the generated synthetic stays (when the spec asks for them)
+  optuna.db                   one Optuna study per cell (``optuna-dashboard sqlite:///.../optuna.db``)
+  tune/, final/               Tune experiments (restorable); train/ holds the Train runs' checkpoints
+  best_configs.json           each cell's best tune-phase config
+  predictions/                each final trial's test predictions (stay id, label, score)
+  trial_events.jsonl          every trial start/finish the driver saw (resume audits read it)
+  leaderboard.csv/.md, tensorboard/
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from sweeper.errors import SweeperError
+from sweeper.tune.spec import Cell, Spec, SpecError, expand_cells, load_spec, trial_config
+
+METRIC, MODE, TIME_ATTR = "val_auroc", "max", "epoch"
+DEFAULT_RESULTS = Path("results")
+
+
+@dataclasses.dataclass
+class RunOptions:
+    spec: str
+    profile: str | None = None
+    data: str | None = None
+    address: str | None = None
+    results: Path = DEFAULT_RESULTS
+    resume: bool = False
+    run_name: str | None = None
+    quiet: bool = False
+
+
+def cluster_has_gpu(address: str | None) -> bool:
+    """Whether the target cluster (or this machine, for a local run) offers GPUs."""
+    if address:
+        import ray
+
+        with _ray_session(address):
+            return ray.cluster_resources().get("GPU", 0) > 0
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pick_profile(spec_name: str, profile: str | None, has_gpu: bool) -> str | None:
+    """``--profile`` wins; otherwise ``local`` on a GPU-less cluster when the spec defines it."""
+    if profile is not None:
+        return profile
+    raw = yaml.safe_load(Path(_spec_file(spec_name)).read_text()) or {}
+    return "local" if not has_gpu and "local" in (raw.get("profiles") or {}) else None
+
+
+def _spec_file(spec_name: str) -> Path:
+    from sweeper.tune.spec import spec_path
+
+    return spec_path(spec_name)
+
+
+class _ray_session:
+    def __init__(self, address: str | None, **kwargs):
+        self.address, self.kwargs = address, kwargs
+
+    def __enter__(self):
+        import ray
+
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=True, logging_level="ERROR", **self.kwargs)
+        return self
+
+    def __exit__(self, *exc):
+        import ray
+
+        if self.started:
+            ray.shutdown()
+
+
+def resolve_run_dir(options: RunOptions, spec_name: str) -> Path:
+    base = Path(options.results).absolute() / spec_name
+    if options.resume:
+        if options.run_name:
+            run_dir = base / options.run_name
+        else:
+            runs = sorted(p for p in base.glob("*") if (p / "run.json").is_file()) if base.is_dir() else []
+            if not runs:
+                raise SweeperError(f"--resume: no run of {spec_name!r} under {base}; start one with `sweeper run {spec_name}`")
+            run_dir = runs[-1]
+        if not (run_dir / "run.json").is_file():
+            raise SweeperError(f"--resume: {run_dir} is not a sweeper run folder (no run.json)")
+        return run_dir
+    name = options.run_name or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = base / name
+    if run_dir.exists():
+        raise SweeperError(f"{run_dir}: run folder exists; pass --resume to finish it or --run-name to start another")
+    return run_dir
+
+
+def prepare_data(spec: Spec, run_dir: Path, data_override: str | None) -> Path:
+    """The stays folder this run reads: ``--data``, the spec's path, or freshly generated stays."""
+    from sweeper.data.schema import read_manifest
+
+    if data_override:
+        stays = Path(data_override).absolute()
+    elif spec.data.path:
+        stays = Path(spec.data.path)
+    else:
+        stays = run_dir / "data"
+        if not (stays / "manifest.json").is_file():
+            from sweeper.data.stays import write_stays
+            from sweeper.data.synthetic import SynthConfig, generate
+
+            options = spec.data.synthetic
+            defaults = SynthConfig()
+            config = SynthConfig(
+                n_stays=options.n_stays,
+                seed=options.seed,
+                strengths={**defaults.strengths, **options.strengths},
+                presence={**defaults.presence, **options.presence},
+                mnar=options.mnar,
+            )
+            frame, manifest = generate(config)
+            write_stays(frame, manifest, stays, split_seed=options.seed, where="synthetic cohort")
+    read_manifest(stays)  # fails early, naming the folder, when it is not a stays folder
+    return stays
+
+
+def _save_run_files(run_dir: Path, spec_path: Path, options: RunOptions, profile: str | None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=False)
+    shutil.copyfile(spec_path, run_dir / "spec.yaml")
+    info = {"spec": options.spec, "profile": profile, "data": options.data, "started": dt.datetime.now().isoformat(timespec="seconds")}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+
+
+def local_cluster_resources() -> dict[str, float]:
+    """What a local Ray declares: the cores plus one CPU of headroom for trial drivers and Ray Data."""
+    import torch
+
+    return {"CPU": float((os.cpu_count() or 1) + 1), "GPU": float(torch.cuda.device_count())}
+
+
+def trial_slots(spec: Spec, cluster: dict[str, float]) -> int:
+    """How many trials fit at once (at least 1), leaving half a CPU for drivers and Ray Data."""
+    per_trial_cpu = spec.resources.cpus_per_trial * spec.resources.workers_per_trial
+    slots = int((cluster.get("CPU", 0) - 0.5) // per_trial_cpu)
+    if spec.resources.gpus_per_trial > 0:
+        slots = min(slots, int(cluster.get("GPU", 0) // (spec.resources.gpus_per_trial * spec.resources.workers_per_trial)))
+    if spec.resources.max_concurrent_trials:
+        slots = min(slots, spec.resources.max_concurrent_trials)
+    return max(1, slots)
+
+
+def _trial_context(spec: Spec, cells: list[Cell], stays: Path, run_dir: Path):
+    from sweeper.data.loading import split_dataset
+    from sweeper.data.schema import MODALITIES, read_manifest
+    from sweeper.tune.trial import TrialContext
+
+    manifest = read_manifest(stays)
+    modalities = [m for m in MODALITIES if any(m in c.modalities for c in cells)]
+    tasks = sorted({c.task for c in cells})
+    return TrialContext(
+        datasets={split: split_dataset(stays, split, modalities, tasks).materialize() for split in ("train", "val", "test")},
+        manifest_json=manifest.to_json(),
+        storage_path=str(run_dir / "train"),
+        cells={c.cell_id: c for c in cells},
+        base_configs={c.cell_id: trial_config(spec, c, {}) for c in cells},
+        max_epochs=spec.budgets.max_epochs,
+        patience=spec.budgets.patience,
+        cpus_per_worker=spec.resources.cpus_per_trial,
+        gpus_per_worker=spec.resources.gpus_per_trial,
+        workers=spec.resources.workers_per_trial,
+    )
+
+
+def _trainable(context):
+    from ray import tune
+
+    from sweeper.tune.trial import run_trial
+
+    # The trial's own actor only drives the Train job; its workers ask for the real resources.
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), {"CPU": 0.01})
+
+
+def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool):
+    from ray import tune
+
+    path = run_dir / name
+    done = run_dir / f"{name}.done"
+    if path.exists() and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        if done.exists():
+            return tuner.get_results()
+        if not resume:
+            raise SweeperError(f"{path}: an unfinished phase is here; pass --resume to finish it")
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune_config,
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(run_dir),
+                callbacks=callbacks,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=2),
+            ),
+        )
+    results = tuner.fit()
+    done.write_text(dt.datetime.now().isoformat(timespec="seconds"))
+    return results
+
+
+def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress) -> dict[str, dict]:
+    """Per cell: Optuna (TPE) proposes, ASHA stops early; returns each cell's best params."""
+    from ray import tune
+
+    from sweeper.tune.search import CellScheduler, CellSearcher
+
+    spaces = {c.cell_id: {k: d.to_optuna() for k, d in spec.methods[c.method].search.items()} for c in cells}
+    budgets = {c.cell_id: spec.budgets.tune_trials if spaces[c.cell_id] else 1 for c in cells}
+    searcher = CellSearcher(spaces, budgets, METRIC, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
+    scheduler = CellScheduler(METRIC, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
+    progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots)
+    results = _run_phase("tune", run_dir, _trainable(context), tune_config, {}, [progress], resume)
+    best: dict[str, tuple[float, dict]] = {}
+    for result in results:
+        if result.metrics is None or result.config is None or "cell" not in result.config:
+            continue
+        cell = result.config["cell"]
+        history = result.metrics_dataframe
+        score = float(history[METRIC].max()) if history is not None and METRIC in history else float("-inf")
+        if cell not in best or score > best[cell][0]:
+            best[cell] = (score, {k: v for k, v in result.config.items() if k != "cell"})
+    missing = [c.cell_id for c in cells if c.cell_id not in best]
+    if missing:
+        raise SweeperError(f"tune phase: no trial of cell {missing[0]!r} reported a result; see {run_dir / 'tune'} for the errors, then --resume")
+    best_params = {cell: params for cell, (_, params) in best.items()}
+    (run_dir / "best_configs.json").write_text(
+        json.dumps({cell: {"val_auroc": best[cell][0], "params": best_params[cell]} for cell in best}, indent=2, sort_keys=True)
+    )
+    return best_params
+
+
+def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, run_dir: Path, slots: int, resume: bool, progress):
+    from ray import tune
+
+    runs = [{"cell": c.cell_id, "seed": seed, "final": True, "params": best[c.cell_id]} for c in cells for seed in range(spec.final.seeds)]
+    progress.start_phase("final", total_trials=len(runs), cells={c.cell_id: spec.final.seeds for c in cells})
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots)
+    return _run_phase("final", run_dir, _trainable(context), tune_config, {"run": tune.grid_search(runs)}, [progress], resume)
+
+
+def run(options: RunOptions) -> Path:
+    """Run (or resume) a sweep; returns the run directory."""
+    from sweeper.tune.progress import Progress
+
+    if options.resume:
+        run_dir = resolve_run_dir(options, Path(options.spec).stem)
+        info = json.loads((run_dir / "run.json").read_text())
+        spec, spec_file = load_spec(str(run_dir / "spec.yaml"), info.get("profile"))
+        profile, options.data = info.get("profile"), options.data or info.get("data")
+    else:
+        profile = pick_profile(options.spec, options.profile, cluster_has_gpu(options.address))
+        spec, spec_file = load_spec(options.spec, profile)
+        run_dir = resolve_run_dir(options, spec.name)
+        _save_run_files(run_dir, spec_file, options, profile)
+    cells = expand_cells(spec)
+    progress = Progress(run_dir, quiet=options.quiet)
+    progress.say(f"run {run_dir} — spec {spec.name}" + (f", profile {profile}" if profile else "") + f": {len(cells)} cells")
+    stays = prepare_data(spec, run_dir, options.data)
+    started = time.perf_counter()
+    local = options.address is None
+    ray_kwargs = {"num_cpus": int(local_cluster_resources()["CPU"]), "include_dashboard": True, "dashboard_host": "127.0.0.1"} if local else {}
+    with _ray_session(options.address, **ray_kwargs):
+        import ray
+
+        slots = trial_slots(spec, ray.cluster_resources())
+        progress.say(f"{slots} trial slots; dashboard: http://127.0.0.1:8265" if local else f"{slots} trial slots")
+        context = _trial_context(spec, cells, stays, run_dir)
+        best = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
+        results = final_phase(spec, cells, best, context, run_dir, slots, options.resume, progress)
+        from sweeper.tune.collect import write_outputs
+
+        write_outputs(spec, cells, best, results, run_dir)
+    progress.say(f"done in {time.perf_counter() - started:.0f} s → {run_dir / 'leaderboard.csv'}")
+    return run_dir
+
+
+__all__ = ["RunOptions", "run", "SpecError"]

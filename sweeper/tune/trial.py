@@ -1,0 +1,100 @@
+"""One trial = one Ray Train job, launched from a Tune function trainable (Train V2).
+
+``run_trial`` is what Tune schedules. It builds a ``TorchTrainer`` for the trial's cell and config,
+hands it the cell's Ray Data datasets, and lets ``TuneReportCallback`` forward every
+``ray.train.report`` to Tune (ASHA and Optuna see each epoch).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+# Train V2 polls worker health every 2 s by default, and each report waits for a poll: on small
+# trials that is most of the wall time (RAY_NOTES.md). Must be set before Ray starts.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a run shares (passed once through ``tune.with_parameters``)."""
+
+    datasets: dict  # split -> materialized ray.data.Dataset with every cell's columns
+    manifest_json: str
+    storage_path: str
+    cells: dict  # cell_id -> Cell
+    base_configs: dict  # cell_id -> method defaults + fixed values + axis values
+    max_epochs: int
+    patience: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    workers: int
+    train_max_failures: int = 1
+    checkpoint_every: int = 0
+
+
+def build_trainer(config: dict, context: TrialContext, trial_name: str):
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from sweeper.tune.worker import train_loop_per_worker
+
+    cell = context.cells[config["cell"]]
+    final = bool(config.get("final", False))
+    params = config.get("params", {k: v for k, v in config.items() if k not in ("cell", "seed", "final")})
+    loop_config = {
+        **context.base_configs[cell.cell_id],
+        **params,
+        "method": cell.method,
+        "task": cell.task,
+        "modalities": list(cell.modalities),
+        "seed": int(config.get("seed", 0)),
+        "final": final,
+        "max_epochs": context.max_epochs,
+        "patience": context.patience,
+        "checkpoint_every": context.checkpoint_every,
+        "manifest_json": context.manifest_json,
+        "torch_threads": max(1, int(context.cpus_per_worker)),
+    }
+    splits = ("train", "val", "test") if final else ("train", "val")
+    datasets = {split: context.datasets[split] for split in splits}
+    use_gpu = context.gpus_per_worker > 0
+    resources = {"CPU": context.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = context.gpus_per_worker
+    # NCCL only when several workers really share CUDA tensors; gloo everywhere else (a node
+    # that declares GPUs without CUDA would otherwise fail to start the process group).
+    backend = "nccl" if use_gpu and context.workers > 1 and _cuda_here() else "gloo"
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=context.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend=backend),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]) if context.workers == 1 else None,
+        run_config=ray.train.RunConfig(
+            name=trial_name,
+            storage_path=context.storage_path,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=context.train_max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def _cuda_here() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def run_trial(config: dict, context: TrialContext) -> None:
+    """Tune function trainable: one Train job for ``config`` (``cell`` + params, or final seed)."""
+    from ray import tune
+
+    config = config.get("run", config)  # final-phase configs come wrapped by grid_search
+    trial_id = tune.get_context().get_trial_id()
+    build_trainer(config, context, trial_name=f"train-{trial_id}").fit()

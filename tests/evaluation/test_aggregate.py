@@ -1,0 +1,177 @@
+"""Seed CIs, stratified bootstrap CIs, paired comparisons and leaderboard rows for one cell."""
+import json
+
+import numpy as np
+import pytest
+
+from sweeper.evaluation.aggregate import (
+    SeedPredictions,
+    aggregate_cell,
+    bootstrap_ci,
+    paired_comparison,
+    seed_ci,
+    stratified_resamples,
+)
+from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics
+
+T_975_DF2 = 4.302652729911275  # Student t 0.975 quantile, 2 degrees of freedom (t tables)
+
+
+def _cell_predictions(n_stays=300, n_seeds=3, positive_rate=0.2, signal=1.5, n_labels=0, seed=0):
+    """Seeds of a realistic model: logit = signal * label + noise, same labels for every seed."""
+    rng = np.random.default_rng(seed)
+    shape = (n_stays,) if n_labels == 0 else (n_stays, n_labels)
+    labels = (rng.random(shape) < positive_rate).astype(float)
+    stay_ids = np.array([f"stay-{i:05d}" for i in range(n_stays)])
+    seeds = []
+    for s in range(n_seeds):
+        logits = signal * labels - 1.0 + rng.normal(size=shape)
+        seeds.append(SeedPredictions(s, stay_ids, labels, 1 / (1 + np.exp(-logits))))
+    return seeds
+
+
+def _seed_mean(seeds, metric):
+    return np.mean([compute_metrics(p.labels, p.scores)[metric] for p in seeds])
+
+
+def test_seed_ci_matches_hand_computed_t_interval():
+    mean, std, low, high = seed_ci([0.80, 0.82, 0.84])
+    half_width = T_975_DF2 * 0.02 / np.sqrt(3)
+    assert mean == pytest.approx(0.82)
+    assert std == pytest.approx(0.02)
+    assert (low, high) == pytest.approx((0.82 - half_width, 0.82 + half_width))
+
+
+def test_seed_ci_with_one_seed_has_no_spread():
+    mean, std, low, high = seed_ci([0.75])
+    assert mean == 0.75
+    assert np.isnan(std) and np.isnan(low) and np.isnan(high)
+
+
+def test_bootstrap_ci_contains_the_point_estimate():
+    seeds = _cell_predictions()
+    intervals = bootstrap_ci(seeds, n_resamples=100)
+    assert set(intervals) == set(METRICS)
+    for metric, (low, high) in intervals.items():
+        assert low < _seed_mean(seeds, metric) < high, metric
+
+
+def test_bootstrap_ci_narrows_as_the_test_set_grows():
+    def auroc_width(n_stays):
+        seeds = _cell_predictions(n_stays, n_seeds=1)
+        low, high = bootstrap_ci(seeds, n_resamples=200, metrics=("auroc",))["auroc"]
+        return high - low
+
+    assert auroc_width(1500) < 0.6 * auroc_width(150)
+
+
+def test_stratified_resamples_keep_each_class_count():
+    labels = np.zeros(200)
+    labels[:5] = 1.0
+    labels[5:10] = np.nan
+    resamples = stratified_resamples(labels, 50, np.random.default_rng(0))
+    assert resamples.shape == (50, 200)
+    assert ((labels[resamples] == 1).sum(axis=1) == 5).all()
+    assert (np.isnan(labels[resamples]).sum(axis=1) == 5).all()
+
+
+def test_rare_positives_never_give_an_undefined_auroc():
+    seeds = _cell_predictions(n_stays=200, n_seeds=1, positive_rate=0.0)
+    labels = np.zeros(200)
+    labels[:2] = 1.0  # 2 positives out of 200: ~13% of unstratified resamples would have none
+    resamples = stratified_resamples(labels, 100, np.random.default_rng(0))
+    aurocs = [compute_metrics(labels[s], seeds[0].scores[s], metrics=("auroc",))["auroc"] for s in resamples]
+    assert np.isfinite(aurocs).all()
+    rare = [SeedPredictions(0, seeds[0].stay_ids, labels, seeds[0].scores)]
+    low, high = bootstrap_ci(rare, n_resamples=50, metrics=("auroc",))["auroc"]
+    assert np.isfinite(low) and np.isfinite(high)
+
+
+def test_multi_label_stratification_by_any_positive():
+    labels = np.zeros((40, 3))
+    labels[:6, 1] = 1.0
+    resamples = stratified_resamples(labels, 20, np.random.default_rng(0))
+    assert ((labels[resamples].max(axis=2) == 1).sum(axis=1) == 6).all()
+
+
+def test_bootstrap_ci_on_multi_label_cell():
+    seeds = _cell_predictions(n_stays=120, n_seeds=2, n_labels=4)
+    low, high = bootstrap_ci(seeds, n_resamples=60, metrics=("auroc",))["auroc"]
+    assert low < _seed_mean(seeds, "auroc") < high
+
+
+def test_bootstrap_ci_is_deterministic_for_a_seed():
+    seeds = _cell_predictions(n_stays=100, n_seeds=2)
+    first = bootstrap_ci(seeds, n_resamples=50, seed=7, metrics=("auroc",))
+    assert bootstrap_ci(seeds, n_resamples=50, seed=7, metrics=("auroc",)) == first
+    assert bootstrap_ci(seeds, n_resamples=50, seed=8, metrics=("auroc",)) != first
+
+
+def test_seeds_are_aligned_by_stay_id():
+    seeds = _cell_predictions(n_stays=100, n_seeds=2)
+    order = np.random.default_rng(1).permutation(100)
+    second = seeds[1]
+    shuffled = SeedPredictions(1, second.stay_ids[order], second.labels[order], second.scores[order])
+    assert bootstrap_ci([seeds[0], shuffled], n_resamples=30, metrics=("auroc",)) == bootstrap_ci(
+        seeds, n_resamples=30, metrics=("auroc",)
+    )
+
+
+def test_misaligned_stay_sets_raise_a_clear_error():
+    seeds = _cell_predictions(n_stays=50, n_seeds=2)
+    other = seeds[1]
+    moved = SeedPredictions(1, np.r_[other.stay_ids[:-1], ["stay-99999"]], other.labels, other.scores)
+    with pytest.raises(MetricsError, match="different stays"):
+        bootstrap_ci([seeds[0], moved], n_resamples=10)
+
+
+def test_paired_comparison_detects_a_clearly_better_method():
+    strong = _cell_predictions(n_stays=300, n_seeds=2, signal=2.5, seed=3)
+    weak = [
+        SeedPredictions(p.seed, p.stay_ids, p.labels, np.random.default_rng(p.seed).random(300))
+        for p in strong
+    ]
+    result = paired_comparison(strong, weak, metric="auroc", n_resamples=200)
+    assert result["difference"] > 0.2
+    assert 0 < result["ci_low"] <= result["difference"] <= result["ci_high"]
+    assert result["p_value"] < 0.05
+
+
+def test_paired_comparison_of_identical_predictions_is_zero():
+    seeds = _cell_predictions(n_stays=100, n_seeds=2)
+    result = paired_comparison(seeds, seeds, metric="brier", n_resamples=50)
+    assert result["difference"] == 0.0
+    assert result["ci_low"] == result["ci_high"] == 0.0
+    assert result["p_value"] == 1.0
+
+
+def test_paired_comparison_refuses_different_test_stays():
+    a = _cell_predictions(n_stays=50, n_seeds=1)
+    b = [SeedPredictions(0, np.char.add(a[0].stay_ids, "x"), a[0].labels, a[0].scores)]
+    with pytest.raises(MetricsError, match="different test stays"):
+        paired_comparison(a, b, n_resamples=10)
+
+
+def test_aggregate_cell_builds_one_leaderboard_row():
+    seeds = _cell_predictions(n_stays=80, n_seeds=3)
+    cell = {
+        "task": "ihm",
+        "method": "medfuse",
+        "subset": ("discharge", "radiology"),
+        "missingness": 0.3,
+        "best_config": {"lr": 1e-3, "dropout": 0.1},
+    }
+    row = aggregate_cell(cell, seeds, n_resamples=40)
+    assert row["subset"] == "discharge+radiology"
+    assert row["n_modalities"] == 2
+    assert row["missingness"] == 0.3
+    assert row["n_seeds"] == 3 and row["n_test_stays"] == 80
+    assert row["best_config"] == json.dumps({"dropout": 0.1, "lr": 1e-3})
+    per_seed = [compute_metrics(p.labels, p.scores)["auroc"] for p in seeds]
+    assert (row["auroc_mean"], row["auroc_std"], row["auroc_ci_low"], row["auroc_ci_high"]) == pytest.approx(
+        seed_ci(per_seed)
+    )
+    for metric in METRICS:
+        assert row[f"{metric}_boot_low"] <= row[f"{metric}_boot_high"]
+    assert list(row)[:5] == ["task", "method", "subset", "n_modalities", "missingness"]
+    assert list(row)[-3:] == ["n_seeds", "n_test_stays", "best_config"]

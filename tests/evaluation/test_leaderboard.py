@@ -1,0 +1,103 @@
+"""leaderboard.csv / leaderboard.md: sorted, readable, round-trippable, written atomically."""
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeper.evaluation import leaderboard
+from sweeper.evaluation.leaderboard import write_leaderboard
+from sweeper.evaluation.metrics import METRICS
+
+
+def _row(task, method, subset, auroc, n_seeds=3, **extra):
+    row = {"task": task, "method": method, "subset": subset, "n_modalities": len(subset.split("+")), **extra}
+    for i, metric in enumerate(METRICS):
+        mean = auroc if metric == "auroc" else 0.5 + i / 20
+        row.update({
+            f"{metric}_mean": mean,
+            f"{metric}_std": 0.010 if n_seeds > 1 else math.nan,
+            f"{metric}_ci_low": mean - 0.02,
+            f"{metric}_ci_high": mean + 0.02,
+            f"{metric}_boot_low": mean - 0.022,
+            f"{metric}_boot_high": mean + 0.018,
+        })
+    row.update({"n_seeds": n_seeds, "n_test_stays": 300, "best_config": '{"lr": 0.001}'})
+    return row
+
+
+@pytest.fixture
+def rows():
+    return [
+        _row("phenotyping", "mga", "discharge", 0.70),
+        _row("ihm", "picme", "discharge", 0.74),
+        _row("ihm", "medfuse", "discharge+radiology", 0.812),
+        _row("phenotyping", "slm", "discharge+cxr", 0.78, n_seeds=1),
+        _row("ihm", "classical", "timeseries", 0.79),
+    ]
+
+
+def test_rows_are_sorted_by_task_then_auroc_descending(rows, tmp_path):
+    frame = write_leaderboard(rows, tmp_path)
+    assert list(frame["task"]) == ["ihm", "ihm", "ihm", "phenotyping", "phenotyping"]
+    assert list(frame["method"]) == ["medfuse", "classical", "picme", "slm", "mga"]
+
+
+def test_csv_round_trips_with_pandas(rows, tmp_path):
+    frame = write_leaderboard(rows, tmp_path)
+    read_back = pd.read_csv(tmp_path / "leaderboard.csv")
+    pd.testing.assert_frame_equal(read_back, frame, check_dtype=False)
+    assert {"auroc_boot_low", "brier_ci_high", "best_config", "n_test_stays"} <= set(read_back.columns)
+
+
+def test_markdown_has_a_ranked_table_per_task(rows, tmp_path):
+    write_leaderboard(rows, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert text.index("## ihm") < text.index("## phenotyping")
+    header = "| rank | method | subset | n_modalities | " + " | ".join(METRICS) + " | n_seeds |"
+    assert text.count(header) == 2
+    ihm_rows = [line for line in text.split("## phenotyping")[0].splitlines() if line.startswith("| 1 ")]
+    assert ihm_rows == [
+        "| 1 | medfuse | discharge+radiology | 2 | 0.812 ± 0.010 [0.79, 0.83] | 0.550 ± 0.010 [0.53, 0.57] "
+        "| 0.600 ± 0.010 [0.58, 0.62] | 0.650 ± 0.010 [0.63, 0.67] | 0.700 ± 0.010 [0.68, 0.72] | 3 |"
+    ]
+    # One seed: no std to show, the bootstrap CI still is.
+    assert "| 1 | slm | discharge+cxr | 2 | 0.780 [0.76, 0.80] |" in text
+
+
+def test_extra_sweep_axes_get_their_own_column(tmp_path):
+    rows = [
+        _row("ihm", "mga", "discharge", 0.7, missingness=0.0),
+        _row("ihm", "mga", "discharge", 0.6, missingness=0.5),
+    ]
+    write_leaderboard(rows, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| rank | method | subset | n_modalities | missingness | auroc |" in text
+    assert "| 2 | mga | discharge | 1 | 0.5 | 0.600" in text
+
+
+def test_empty_leaderboard_still_writes_both_files(tmp_path):
+    frame = write_leaderboard([], tmp_path / "new")
+    assert frame.empty
+    assert "No cells" in (tmp_path / "new" / "leaderboard.md").read_text()
+    assert (tmp_path / "new" / "leaderboard.csv").exists()
+
+
+def test_failed_write_leaves_the_previous_leaderboard_and_no_temp_files(rows, tmp_path, monkeypatch):
+    write_leaderboard(rows[:1], tmp_path)
+    before = (tmp_path / "leaderboard.csv").read_text()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(leaderboard.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_leaderboard(rows, tmp_path)
+    assert (tmp_path / "leaderboard.csv").read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["leaderboard.csv", "leaderboard.md"]
+
+
+def test_nan_auroc_rows_sort_last(tmp_path):
+    rows = [_row("ihm", "a", "discharge", np.nan), _row("ihm", "b", "discharge", 0.6)]
+    assert list(write_leaderboard(rows, tmp_path)["method"]) == ["b", "a"]

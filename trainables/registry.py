@@ -1,0 +1,59 @@
+"""name → trainable. The engine looks methods up here and never imports a method module itself.
+
+A trainable is a small record: how to build its model for a modality subset, the search space it
+defaults to, and what it needs from the data. Method modules call ``register`` at import; the
+registry imports ``trainables.<family>`` modules on first lookup.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+from sweeper.errors import SweeperError
+
+FAMILIES = ("picme",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    name: str
+    """Registered name, ``<family>.<variant>`` (e.g. ``picme.supervised``)."""
+    build_model: Callable[..., Any]
+    """``build_model(config, input_shapes, n_outputs) -> torch.nn.Module``; the module's
+    ``forward(batch)`` returns ``{"logits": [N, n_outputs]}`` and may add ``"aux_loss"``."""
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Config values used when the spec does not search or fix them."""
+    paper: str = ""
+    """Paper section the trainable implements."""
+
+
+_REGISTRY: dict[str, Trainable] = {}
+_loaded = False
+
+
+def register(trainable: Trainable) -> Trainable:
+    if trainable.name in _REGISTRY:
+        raise ValueError(f"trainable {trainable.name!r} is registered twice")
+    _REGISTRY[trainable.name] = trainable
+    return trainable
+
+
+def _load_families() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for family in FAMILIES:
+            importlib.import_module(f"trainables.{family}")
+
+
+def names() -> list[str]:
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Trainable:
+    _load_families()
+    if name not in _REGISTRY:
+        raise SweeperError(f"method {name!r}: no such trainable; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]

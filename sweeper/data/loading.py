@@ -149,7 +149,7 @@ class StaysCollate:
     def _labels(self, labels: np.ndarray) -> np.ndarray:
         if self.task == "phenotyping":
             return np.stack([np.asarray(row, dtype=np.float32) for row in labels]).astype(np.float32)
-        labels = np.asarray(labels, dtype=np.float32)
+        labels = np.array(labels, dtype=np.float32)  # a writable copy: torch shares its memory
         return np.log1p(labels) if self.task == "los" else labels
 
     def _text(self, batch, modality, rows) -> np.ndarray:

@@ -6,6 +6,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from sweeper.tune.runner import DEFAULT_RESULTS, RunOptions, local_cluster_resources, pick_profile, trial_slots
 from sweeper.tune.spec import expand_cells, load_spec
 
@@ -29,7 +31,7 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
         f"worst-case trial-epochs: {(tune_trials + final_trials) * budgets.max_epochs} ({budgets.max_epochs} epochs max per trial)",
         f"resources per trial: {spec.resources.workers_per_trial} worker(s) × {spec.resources.cpus_per_trial:g} CPU"
         + (f" + {spec.resources.gpus_per_trial:g} GPU" if spec.resources.gpus_per_trial else ""),
-        f"cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU → {slots} trials at once",
+        f"cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU → " + (f"{slots} trials at once" if slots else "no trial fits (pick another --profile)"),
     ]
     return "\n".join(lines)
 
@@ -44,7 +46,10 @@ def run_plan(args: argparse.Namespace) -> int:
             cluster = dict(ray.cluster_resources())
     else:
         cluster = local_cluster_resources()
-    profile = pick_profile(args.spec, args.profile, cluster.get("GPU", 0) > 0)
+    try:
+        profile = pick_profile(args.spec, args.profile, cluster.get("GPU", 0) > 0)
+    except (OSError, yaml.YAMLError, AttributeError):  # unreadable spec: load_spec reports it in one line
+        profile = args.profile
     spec, _ = load_spec(args.spec, profile)
     print(plan_text(spec, profile, cluster))
     return 0

@@ -67,6 +67,19 @@ def _spec_file(spec_name: str) -> Path:
     return spec_path(spec_name)
 
 
+def ray_env_vars(local: bool) -> dict[str, str]:
+    """Ray Train V2 settings every process of the run gets (measured in bench/engine_overhead.py).
+
+    The controller polls worker health every 2 s by default and each ``ray.train.report`` waits
+    for a poll, which dominated small trials; a local cluster is never preempted, so its
+    preemption-watcher actor (one more process per trial) is skipped. A user's own settings win.
+    """
+    wanted = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    if local:
+        wanted["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+
+
 class _ray_session:
     def __init__(self, address: str | None, **kwargs):
         self.address, self.kwargs = address, kwargs
@@ -76,7 +89,12 @@ class _ray_session:
 
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=self.address, log_to_driver=False, configure_logging=True, logging_level="ERROR", **self.kwargs)
+            env = ray_env_vars(local=self.address is None)
+            os.environ.update(env)  # the Tune trial actors read them from the driver's environment too
+            ray.init(
+                address=self.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
+                runtime_env={"env_vars": env}, **self.kwargs,
+            )
         return self
 
     def __exit__(self, *exc):
@@ -150,14 +168,14 @@ def local_cluster_resources() -> dict[str, float]:
 
 
 def trial_slots(spec: Spec, cluster: dict[str, float]) -> int:
-    """How many trials fit at once (at least 1), leaving half a CPU for drivers and Ray Data."""
+    """How many trials fit at once, leaving half a CPU for drivers and Ray Data (0: none fits)."""
     per_trial_cpu = spec.resources.cpus_per_trial * spec.resources.workers_per_trial
     slots = int((cluster.get("CPU", 0) - 0.5) // per_trial_cpu)
     if spec.resources.gpus_per_trial > 0:
         slots = min(slots, int(cluster.get("GPU", 0) // (spec.resources.gpus_per_trial * spec.resources.workers_per_trial)))
     if spec.resources.max_concurrent_trials:
         slots = min(slots, spec.resources.max_concurrent_trials)
-    return max(1, slots)
+    return max(0, slots)
 
 
 def _trial_context(spec: Spec, cells: list[Cell], stays: Path, run_dir: Path):
@@ -220,8 +238,8 @@ def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: di
     return results
 
 
-def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress) -> dict[str, dict]:
-    """Per cell: Optuna (TPE) proposes, ASHA stops early; returns each cell's best params."""
+def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress):
+    """Per cell: Optuna (TPE) proposes, ASHA stops early; returns each cell's best params and the results."""
     from ray import tune
 
     from sweeper.tune.search import CellScheduler, CellSearcher
@@ -231,7 +249,9 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     searcher = CellSearcher(spaces, budgets, METRIC, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
     scheduler = CellScheduler(METRIC, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
     progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
-    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots)
+    tune_config = tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=True
+    )
     results = _run_phase("tune", run_dir, _trainable(context), tune_config, {}, [progress], resume)
     best: dict[str, tuple[float, dict]] = {}
     for result in results:
@@ -249,7 +269,7 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     (run_dir / "best_configs.json").write_text(
         json.dumps({cell: {"val_auroc": best[cell][0], "params": best_params[cell]} for cell in best}, indent=2, sort_keys=True)
     )
-    return best_params
+    return best_params, results
 
 
 def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, run_dir: Path, slots: int, resume: bool, progress):
@@ -257,7 +277,7 @@ def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, r
 
     runs = [{"cell": c.cell_id, "seed": seed, "final": True, "params": best[c.cell_id]} for c in cells for seed in range(spec.final.seeds)]
     progress.start_phase("final", total_trials=len(runs), cells={c.cell_id: spec.final.seeds for c in cells})
-    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots)
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=True)
     return _run_phase("final", run_dir, _trainable(context), tune_config, {"run": tune.grid_search(runs)}, [progress], resume)
 
 
@@ -286,13 +306,18 @@ def run(options: RunOptions) -> Path:
         import ray
 
         slots = trial_slots(spec, ray.cluster_resources())
+        if slots < 1:
+            raise SweeperError(
+                f"the cluster ({ray.cluster_resources().get('CPU', 0):g} CPU, {ray.cluster_resources().get('GPU', 0):g} GPU) cannot fit one trial "
+                f"of {spec.name} (resources: {spec.resources.model_dump(exclude_none=True)}); pick another --profile or a larger cluster"
+            )
         progress.say(f"{slots} trial slots; dashboard: http://127.0.0.1:8265" if local else f"{slots} trial slots")
         context = _trial_context(spec, cells, stays, run_dir)
-        best = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
+        best, tune_results = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
         results = final_phase(spec, cells, best, context, run_dir, slots, options.resume, progress)
         from sweeper.tune.collect import write_outputs
 
-        write_outputs(spec, cells, best, results, run_dir)
+        write_outputs(spec, cells, best, results, run_dir, tune_results=tune_results)
     progress.say(f"done in {time.perf_counter() - started:.0f} s → {run_dir / 'leaderboard.csv'}")
     return run_dir
 

@@ -7,11 +7,6 @@ hands it the cell's Ray Data datasets, and lets ``TuneReportCallback`` forward e
 from __future__ import annotations
 
 import dataclasses
-import os
-
-# Train V2 polls worker health every 2 s by default, and each report waits for a poll: on small
-# trials that is most of the wall time (RAY_NOTES.md). Must be set before Ray starts.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,8 +62,33 @@ def _labels_numpy(data: dict) -> np.ndarray:
     return data["label"].numpy()
 
 
+class TrainSession:
+    """Where the loop gets data and sends results inside a Ray Train worker."""
+
+    def dataset(self, split: str):
+        import ray.train
+
+        return ray.train.get_dataset_shard(split)
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
+    """Ray Train's entry point on every worker."""
+    run_training(config, TrainSession())
+
+
+def run_training(config: dict, session) -> None:
+    """Train one config; ``session`` supplies datasets, reports and the resume checkpoint."""
     import torch
 
     from sweeper.data.loading import StaysCollate, collate_all
@@ -83,7 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
     splits = ("train", "val", "test") if final else ("train", "val")
     # Small cohorts fit in memory: read each shard once through Ray Data, then iterate tensors.
     data = {
-        split: collate_all(ray.train.get_dataset_shard(split).iter_batches(batch_size=1024, batch_format="numpy"), collate)
+        split: collate_all(session.dataset(split).iter_batches(batch_size=1024, batch_format="numpy"), collate)
         for split in splits
     }
 
@@ -95,7 +120,7 @@ def train_loop_per_worker(config: dict) -> None:
     batch_size = int(config["batch_size"])
 
     start_epoch, best_auroc, best_state, since_best = 0, -np.inf, None, 0
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint is not None:  # a retried trial resumes where it stopped
         with checkpoint.as_directory() as folder:
             saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
@@ -123,7 +148,7 @@ def train_loop_per_worker(config: dict) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
             seen += len(index)
         train_seconds = time.perf_counter() - started
 
@@ -151,7 +176,7 @@ def train_loop_per_worker(config: dict) -> None:
             metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=epoch + 1)
             with tempfile.TemporaryDirectory() as folder:
                 _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], test_scores)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+                session.report(metrics, folder)
             return
         if save_state:
             with tempfile.TemporaryDirectory() as folder:
@@ -160,9 +185,9 @@ def train_loop_per_worker(config: dict) -> None:
                      "best_auroc": best_auroc, "best_state": best_state, "since_best": since_best},
                     os.path.join(folder, STATE_FILE),
                 )
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+                session.report(metrics, folder)
         else:
-            ray.train.report(metrics)
+            session.report(metrics)
         if stop:
             return
 

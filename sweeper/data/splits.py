@@ -22,6 +22,9 @@ def presence_pattern(frame: pd.DataFrame) -> pd.Series:
 
 def assign_splits(frame: pd.DataFrame, seed: int, fractions=DEFAULT_FRACTIONS) -> pd.Series:
     """Return a ``split`` value per row of ``frame`` (needs ``stay_id``, ``subject_id``, presence)."""
+    missing = [c for c in ["stay_id", "subject_id"] + [presence_column(m) for m in MODALITIES] if c not in frame.columns]
+    if missing:
+        raise StaysError(f"split assignment: missing required column {missing[0]!r}")
     fractions = np.asarray(fractions, dtype=float)
     if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
         raise StaysError(f"split fractions {fractions.tolist()}: need three non-negative numbers summing to 1")

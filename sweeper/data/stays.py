@@ -177,6 +177,9 @@ def write_stays(
     out = check_writable(out)
     manifest = copy.deepcopy(manifest)  # the written manifest gets split, statistics and hash
     frame = frame.reset_index(drop=True)
+    missing = [name for name in manifest.arrow_schema().names if name != "split" and name not in frame.columns]
+    if missing:  # before assigning splits, which needs ids and presence columns
+        raise StaysError(f"{where}: missing required column {missing[0]!r}")
     if "split" not in frame.columns or frame["split"].isna().all():
         frame = frame.assign(split=assign_splits(frame, split_seed, split_fractions))
         manifest.split = {

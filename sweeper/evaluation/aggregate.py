@@ -8,7 +8,9 @@ Two kinds of uncertainty are reported side by side (ARCHITECTURE.md, "Aggregate"
   percentile bootstrap of the seed-mean metric (``bootstrap_ci``), and the paired version for the
   difference between two methods on the same stays (``paired_comparison``).
 
-Metrics themselves come only from ``sweeper.evaluation.metrics.compute_metrics``.
+Metrics themselves come only from ``sweeper.evaluation.metrics``. A bootstrap resample is held as
+draw counts, one weight per test stay, so every resample of a seed is scored in one vectorised
+``weighted_metrics`` call instead of one call per resample.
 """
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics
+from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics, weighted_metrics
 
 CONFIDENCE = 0.95
+_MAX_WEIGHT_ENTRIES = 1 << 22
+"""Resamples are scored in blocks of at most this many (resample, stay) weights (32 MiB)."""
 _CELL_KEYS = ("task", "method", "subset", "n_modalities")
 
 
@@ -162,18 +166,40 @@ def stratified_resamples(labels: np.ndarray, n_resamples: int, rng: np.random.Ge
     return np.concatenate(draws, axis=1)
 
 
+def resample_weights(resamples: np.ndarray, n_stays: int) -> np.ndarray:
+    """``[n_resamples, n_stays]`` float draw counts: how often each stay occurs in each resample."""
+    resamples = np.asarray(resamples)
+    offsets = n_stays * np.arange(len(resamples))[:, None]
+    counts = np.bincount((resamples + offsets).ravel(), minlength=len(resamples) * n_stays)
+    return counts.reshape(len(resamples), n_stays).astype(float)
+
+
 def _resampled_seed_means(
     labels: np.ndarray, scores: np.ndarray, resamples: np.ndarray, metrics: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """``{metric: [n_resamples]}``: the seed-mean metric on each resample of stays."""
-    values = {name: np.empty(len(resamples)) for name in metrics}
-    for r, stays in enumerate(resamples):
-        per_seed = [
-            compute_metrics(labels[stays], seed_scores[stays], metrics=metrics) for seed_scores in scores
-        ]
-        for name in metrics:
-            values[name][r] = _nanmean([row[name] for row in per_seed])
-    return values
+    """``{metric: [n_resamples]}``: the seed-mean metric on each resample of stays.
+
+    Each seed is scored on all resamples in one ``weighted_metrics`` call (one per block of
+    resamples for very large test sets, to bound memory).
+    """
+    n_stays = labels.shape[0]
+    per_seed = {name: np.empty((len(scores), len(resamples))) for name in metrics}
+    block = max(1, _MAX_WEIGHT_ENTRIES // max(n_stays, 1))
+    for start in range(0, len(resamples), block):
+        weights = resample_weights(resamples[start : start + block], n_stays)
+        for i, seed_scores in enumerate(scores):
+            values = weighted_metrics(labels, seed_scores, weights, metrics=metrics)
+            for name in metrics:
+                per_seed[name][i, start : start + block] = values[name]
+    return {name: _nanmean_over_seeds(values) for name, values in per_seed.items()}
+
+
+def _nanmean_over_seeds(values: np.ndarray) -> np.ndarray:
+    """``[n_seeds, R]`` -> ``[R]``: mean over seeds where the metric is defined; NaN if none."""
+    defined = ~np.isnan(values)
+    n_defined = defined.sum(axis=0)
+    total = np.where(defined, values, 0.0).sum(axis=0)
+    return np.where(n_defined > 0, total / np.maximum(n_defined, 1), np.nan)
 
 
 def _seed_mean(labels: np.ndarray, scores: np.ndarray, metric: str) -> float:

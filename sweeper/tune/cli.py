@@ -6,8 +6,6 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from sweeper.tune.runner import DEFAULT_RESULTS, RunOptions, local_cluster_resources, pick_profile, trial_slots
 from sweeper.tune.spec import expand_cells, load_spec
 
@@ -46,10 +44,7 @@ def run_plan(args: argparse.Namespace) -> int:
             cluster = dict(ray.cluster_resources())
     else:
         cluster = local_cluster_resources()
-    try:
-        profile = pick_profile(args.spec, args.profile, cluster.get("GPU", 0) > 0)
-    except (OSError, yaml.YAMLError, AttributeError):  # unreadable spec: load_spec reports it in one line
-        profile = args.profile
+    profile = pick_profile(args.spec, args.profile, cluster.get("GPU", 0) > 0)
     spec, _ = load_spec(args.spec, profile)
     print(plan_text(spec, profile, cluster))
     return 0

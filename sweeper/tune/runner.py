@@ -57,8 +57,12 @@ def pick_profile(spec_name: str, profile: str | None, has_gpu: bool) -> str | No
     """``--profile`` wins; otherwise ``local`` on a GPU-less cluster when the spec defines it."""
     if profile is not None:
         return profile
-    raw = yaml.safe_load(Path(_spec_file(spec_name)).read_text()) or {}
-    return "local" if not has_gpu and "local" in (raw.get("profiles") or {}) else None
+    try:
+        raw = yaml.safe_load(Path(_spec_file(spec_name)).read_text())
+        profiles = raw.get("profiles") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None  # an unreadable spec: load_spec reports it in one line
+    return "local" if not has_gpu and isinstance(profiles, dict) and "local" in profiles else None
 
 
 def _spec_file(spec_name: str) -> Path:

@@ -60,9 +60,16 @@ class CellSearcher(Searcher):
         return {**params, CELL_KEY: cell}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        import optuna
+
         searcher = self._searchers.get(self._trial_cell.get(trial_id))
         if searcher is not None and trial_id in searcher._ot_trials and self.metric in result:
-            searcher.on_trial_result(trial_id, result)
+            try:
+                searcher.on_trial_result(trial_id, result)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # The study recorded this trial as finished just before the driver died, the
+                # searcher checkpoint did not; the resumed trial's results add nothing to it.
+                pass
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         searcher = self._searchers.get(self._trial_cell.get(trial_id))

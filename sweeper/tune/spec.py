@@ -275,6 +275,8 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
         raise SpecError(f"{path}: expected a mapping of keys at the top level")
     if profile is not None:
         profiles = raw.get("profiles") or {}
+        if not isinstance(profiles, dict):
+            raise SpecError(f"{path}: profiles: expected a mapping of profile names to overrides")
         if profile not in profiles:
             raise SpecError(f"{path}: profiles.{profile}: no such profile; defined: {', '.join(profiles) or 'none'}")
         if not isinstance(profiles[profile], dict):

@@ -3,16 +3,24 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    f1_score,
+    roc_auc_score,
+)
 
 from sweeper.evaluation.aggregate import (
     SeedPredictions,
     aggregate_cell,
     bootstrap_ci,
     paired_comparison,
+    resample_weights,
     seed_ci,
     stratified_resamples,
 )
-from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics
+from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics, weighted_metrics
 
 T_975_DF2 = 4.302652729911275  # Student t 0.975 quantile, 2 degrees of freedom (t tables)
 
@@ -175,3 +183,54 @@ def test_aggregate_cell_builds_one_leaderboard_row():
         assert row[f"{metric}_boot_low"] <= row[f"{metric}_boot_high"]
     assert list(row)[:5] == ["task", "method", "subset", "n_modalities", "missingness"]
     assert list(row)[-3:] == ["n_seeds", "n_test_stays", "best_config"]
+
+
+def test_weighted_resample_equals_sklearn_on_the_resampled_arrays():
+    rng = np.random.default_rng(5)
+    labels = (rng.random(200) < 0.15).astype(float)
+    scores = np.round(np.clip(0.3 * labels + 0.7 * rng.random(200), 0, 1), 2)  # ties
+    resamples = stratified_resamples(labels, 30, rng)
+    weights = resample_weights(resamples, 200)
+    assert (weights.sum(axis=1) == 200).all()
+    got = weighted_metrics(labels, scores, weights)
+    for r, stays in enumerate(resamples):
+        y, s = labels[stays], scores[stays]
+        expected = {
+            "auroc": roc_auc_score(y, s),
+            "auprc": average_precision_score(y, s),
+            "macro_f1": f1_score(y, s >= 0.5, average="macro", zero_division=0),
+            "accuracy": accuracy_score(y, s >= 0.5),
+            "brier": brier_score_loss(y, s),
+        }
+        for name in METRICS:
+            assert abs(got[name][r] - expected[name]) <= 1e-12, (name, r)
+
+
+def test_weighted_multi_label_resample_equals_sklearn_on_the_resampled_arrays():
+    rng = np.random.default_rng(6)
+    labels = (rng.random((150, 5)) < 0.2).astype(float)
+    scores = np.round(rng.random((150, 5)), 1)  # ties
+    resamples = stratified_resamples(labels, 15, rng)
+    got = weighted_metrics(labels, scores, resample_weights(resamples, 150))
+    for r, stays in enumerate(resamples):
+        y, s = labels[stays], scores[stays]
+        expected = {
+            "auroc": roc_auc_score(y, s, average="macro"),
+            "auprc": average_precision_score(y, s, average="macro"),
+            "macro_f1": f1_score(y, s >= 0.5, average="macro", zero_division=0),
+            "accuracy": np.mean([accuracy_score(y[:, k], s[:, k] >= 0.5) for k in range(5)]),
+            "brier": np.mean([brier_score_loss(y[:, k], s[:, k]) for k in range(5)]),
+        }
+        for name in METRICS:
+            assert abs(got[name][r] - expected[name]) <= 1e-12, (name, r)
+
+
+def test_bootstrap_ci_equals_scoring_each_resample_separately():
+    seeds = _cell_predictions(n_stays=120, n_seeds=2, n_labels=3)
+    intervals = bootstrap_ci(seeds, n_resamples=40, seed=3)
+    labels = seeds[0].labels  # stay ids are already in sorted order
+    resamples = stratified_resamples(labels, 40, np.random.default_rng(3))
+    for name in METRICS:
+        values = [np.mean([compute_metrics(labels[s], p.scores[s])[name] for p in seeds]) for s in resamples]
+        expected = np.percentile(values, [2.5, 97.5])
+        np.testing.assert_allclose(intervals[name], expected, rtol=0, atol=1e-12, err_msg=name)

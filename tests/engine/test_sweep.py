@@ -1,0 +1,146 @@
+"""End to end on a real local Ray cluster: `sweeper run smoke`, killed mid-sweep and resumed.
+
+One smoke run serves several tests (module fixture): the driver is SIGKILLed once a few trials
+have finished, `--resume` finishes it, and the tests read what it left.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+SMOKE_CELLS = {
+    "ihm__picme.supervised__discharge+radiology",
+    "ihm__picme.supervised__timeseries+demographics",
+    "ihm__picme.supervised__discharge",
+}
+
+
+def _sweeper(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "sweeper.cli", *args], start_new_session=True, **kwargs)
+
+
+def _events(run_dir: Path) -> list[dict]:
+    path = run_dir / "trial_events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def resumed_smoke(ray_address, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    run_dir = results / "smoke" / "r1"
+    common = ["run", "smoke", "--address", ray_address, "--results", str(results), "--run-name", "r1", "--quiet"]
+    first = _sweeper(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None:
+        if sum(e["event"] == "finished" for e in _events(run_dir)) >= 2:
+            break
+        time.sleep(1)
+    assert first.poll() is None, f"the first run ended before it could be killed:\n{first.stdout.read().decode()[-3000:]}"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = _events(run_dir)
+    finished_before = {e["trial_id"] for e in before if e["event"] == "finished"}
+    assert finished_before
+
+    started = time.time()
+    second = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = second.communicate(timeout=1200)
+    assert second.returncode == 0, output.decode()[-4000:]
+    after = _events(run_dir)[len(before):]
+    return {"run_dir": run_dir, "finished_before": finished_before, "after": after, "resume_wall_s": time.time() - started}
+
+
+def test_leaderboard_has_one_row_per_cell_with_filled_intervals(resumed_smoke):
+    board = pd.read_csv(resumed_smoke["run_dir"] / "leaderboard.csv")
+    assert set(board["cell_id"]) == SMOKE_CELLS and len(board) == 3
+    assert (board["n_seeds"] == 2).all()
+    for metric in ("auroc", "auprc", "macro_f1", "accuracy", "brier"):
+        for suffix in ("mean", "std", "ci_low", "ci_high", "boot_low", "boot_high"):
+            values = board[f"{metric}_{suffix}"]
+            assert values.notna().all() and all(math.isfinite(v) for v in values), f"{metric}_{suffix}"
+        assert (board[f"{metric}_boot_low"] <= board[f"{metric}_boot_high"]).all()
+    assert (board["auroc_mean"] > 0.5).any()  # something was learned
+    markdown = (resumed_smoke["run_dir"] / "leaderboard.md").read_text()
+    assert "discharge+radiology" in markdown
+
+
+def test_resume_reran_no_finished_trial(resumed_smoke):
+    restarted = {e["trial_id"] for e in resumed_smoke["after"] if e["event"] == "start"}
+    assert not restarted & resumed_smoke["finished_before"]
+
+
+def test_every_cell_has_all_its_seeds_and_predictions(resumed_smoke):
+    predictions = resumed_smoke["run_dir"] / "predictions"
+    for cell in SMOKE_CELLS:
+        files = sorted((predictions / cell).glob("seed-*.parquet"))
+        assert [f.name for f in files] == ["seed-0.parquet", "seed-1.parquet"]
+        table = pd.read_parquet(files[0])
+        assert list(table.columns) == ["stay_id", "label", "score"] and len(table) > 10
+
+
+def test_one_optuna_study_per_cell(resumed_smoke):
+    import optuna
+
+    storage = f"sqlite:///{resumed_smoke['run_dir'] / 'optuna.db'}"
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert set(studies) == SMOKE_CELLS
+    assert all(s.n_trials >= 1 for s in studies.values())
+
+
+def test_tensorboard_event_files(resumed_smoke):
+    board = resumed_smoke["run_dir"] / "tensorboard"
+    for part in ("tune", "final", "hparams"):
+        assert list((board / part).rglob("events.out.tfevents.*")), part
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    seed_dir = next((board / "final").glob("*/seed-0"))
+    events = EventAccumulator(str(seed_dir))
+    events.Reload()
+    assert "val_auroc" in events.Tags()["scalars"]
+
+
+def test_asha_does_not_starve_a_weak_cell(ray_address, tmp_path):
+    """A cell of one weak modality gets the rungs its own ASHA gives, whatever the strong cell does."""
+    import ray
+
+    from sweeper.tune.progress import Progress
+    from sweeper.tune.runner import _ray_session, _trial_context, tune_phase
+    from sweeper.tune.spec import Budgets, Cell, DataSpec, MethodSpec, Resources, Spec, Subsets
+    from sweeper.data.stays import write_stays
+    from sweeper.data.synthetic import SynthConfig, generate
+
+    stays = tmp_path / "stays"
+    frame, manifest = generate(SynthConfig(n_stays=400, seed=1, strengths={**SynthConfig().strengths, "timeseries": 0.0}))
+    write_stays(frame, manifest, stays)
+    spec = Spec(
+        name="asha", data=DataSpec(path=str(stays)), tasks=["ihm"],
+        modality_subsets=Subsets(explicit=[["discharge"], ["timeseries"]]),
+        methods={"picme.supervised": MethodSpec(search={"lr": {"loguniform": [3e-4, 3e-3]}}, fixed={"d": 16})},
+        budgets=Budgets(tune_trials=4, max_epochs=4, grace_period=1, reduction_factor=2, patience=4),
+        resources=Resources(cpus_per_trial=1),
+    )
+    cells = [Cell("ihm", "picme.supervised", ("discharge",)), Cell("ihm", "picme.supervised", ("timeseries",))]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with _ray_session(ray_address):
+        context = _trial_context(spec, cells, stays, run_dir)
+        best, results = tune_phase(spec, cells, context, run_dir, slots=2, resume=False, progress=Progress(run_dir, quiet=True))
+    assert ray.is_initialized() is False
+    epochs: dict[str, list[int]] = {}
+    for result in results:
+        epochs.setdefault(result.config["cell"], []).append(int(result.metrics_dataframe["epoch"].max()))
+    weak = epochs["ihm__picme.supervised__timeseries"]
+    assert len(weak) == 4 and min(weak) >= 1  # the whole budget ran, each trial to at least the grace period
+    assert max(weak) >= 2  # at least the top of its own first rung went on
+    assert set(best) == {c.cell_id for c in cells}

@@ -86,12 +86,14 @@ def ray_address():
     """
     from sweeper.tune.runner import ray_env_vars
 
-    port = _free_port()
+    port, dashboard_port = _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", **ray_env_vars(local=True)}
     temp_dir = f"/tmp/ray-sweeper-tests-{os.getpid()}"
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}", "--num-cpus=3",
-         "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+         # The dashboard's State API is how Train's placement-group cleaner sees that a stopped
+         # trial's controller died; without it the PGs of ASHA-stopped trials leak.
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"127.0.0.1:{port}"
@@ -117,9 +119,18 @@ def ray_address():
     try:
         head.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-    # Processes the head started in their own sessions (raylet workers) exit with the raylet.
-    subprocess.run(["pkill", "-f", temp_dir], check=False)
+        pass
+    kill_session(head.pid)
+
+
+def kill_session(session_id: int) -> None:
+    """SIGKILL every process of a session: Ray workers leave the process group, not the session."""
+    subprocess.run(["pkill", "-9", "-s", str(session_id)], check=False)
+
+
+@pytest.fixture(scope="session")
+def session_killer():
+    return kill_session
 
 
 def assert_auroc_beats(scores, labels, floor: float):

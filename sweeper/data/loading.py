@@ -58,6 +58,8 @@ def check_labels(stays_dir: str | Path, split: str, task: str) -> None:
     """Fail naming the shard and field when a stay of ``split`` lacks the ``task`` label."""
     manifest = read_manifest(stays_dir)
     column = TASK_LABELS[check_task(task)]
+    if task == "phenotyping" and not manifest.phenotypes:
+        raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: source {manifest.source!r} has no phenotype labels; task 'phenotyping' is not available for it")
     for path in shard_paths(stays_dir, manifest, split):
         check_shard_schema(path, manifest, [column])
         labels = pq.read_table(path, columns=[column])[column]

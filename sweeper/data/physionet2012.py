@@ -222,6 +222,7 @@ def prepare(src: str | Path, sets: list[str] | None = None) -> tuple[pd.DataFram
         modalities=list(MODALITIES_P12),
         timeseries=TimeseriesInfo(features=list(FEATURES), units=dict(UNITS), hours=HOURS),
         demographics=DemographicsInfo(numeric=list(DEMO_NUMERIC), categorical=list(DEMO_CATEGORICAL)),
+        phenotypes=[],  # P12 has no phenotype labels: the phenotyping task is not available
         notes={
             "sets": chosen,
             "inputs": {name: available[name].name for name in chosen},

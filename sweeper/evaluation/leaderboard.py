@@ -16,7 +16,7 @@ import pandas as pd
 from sweeper.evaluation.metrics import METRICS
 
 # Columns every row has that are not an extra sweep axis (e.g. a missingness rate).
-_FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config"}
+_FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config", "cell_id"}
 _METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high")
 
 

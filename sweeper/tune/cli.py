@@ -13,7 +13,7 @@ from sweeper.tune.spec import expand_cells, load_spec
 def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
     cells = expand_cells(spec)
     budgets = spec.budgets
-    tune_trials = sum(budgets.tune_trials if spec.methods[c.method].search else 1 for c in cells)
+    tune_trials = sum(min(budgets.tune_trials, 1 if not spec.methods[c.method].search else budgets.tune_trials) for c in cells)
     final_trials = len(cells) * spec.final.seeds
     slots = trial_slots(spec, cluster)
     by = lambda key: ", ".join(f"{k}: {n}" for k, n in Counter(key(c) for c in cells).items())  # noqa: E731
@@ -24,7 +24,8 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
         f"  by task: {by(lambda c: c.task)}",
         f"  by method: {by(lambda c: c.method)}",
         f"  by subset size: {by(lambda c: len(c.modalities))}",
-        f"tune phase: {tune_trials} trials (≤ {budgets.tune_trials} per cell, Optuna TPE + ASHA grace {budgets.grace_period}, reduction {budgets.reduction_factor:g})",
+        f"tune phase: {tune_trials} trials (≤ {budgets.tune_trials} per cell, Optuna TPE + ASHA grace {budgets.grace_period}, reduction {budgets.reduction_factor:g})"
+        if budgets.tune_trials else "tune phase: skipped (tune_trials: 0, each cell runs its default config)",
         f"final phase: {final_trials} trials ({spec.final.seeds} seeds per cell, early stop after {budgets.patience} epochs without gain)",
         f"worst-case trial-epochs: {(tune_trials + final_trials) * budgets.max_epochs} ({budgets.max_epochs} epochs max per trial)",
         f"resources per trial: {spec.resources.workers_per_trial} worker(s) × {spec.resources.cpus_per_trial:g} CPU"

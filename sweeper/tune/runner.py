@@ -95,10 +95,17 @@ class _ray_session:
         if self.started:
             env = ray_env_vars(local=self.address is None)
             os.environ.update(env)  # the Tune trial actors read them from the driver's environment too
-            ray.init(
+            context = ray.init(
                 address=self.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
                 runtime_env={"env_vars": env}, **self.kwargs,
             )
+            if not context.dashboard_url:
+                ray.shutdown()
+                raise SweeperError(
+                    f"--address {self.address}: this Ray cluster runs without its dashboard; Ray Train needs the dashboard's "
+                    "State API to free the resources of stopped trials (without it the sweep hangs). "
+                    "Start the head with `ray start --head --include-dashboard=true` (pip install 'ray[default]')"
+                )
         return self
 
     def __exit__(self, *exc):
@@ -216,6 +223,9 @@ def _trainable(context):
 def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool):
     from ray import tune
 
+    # Save the experiment state at every controller step (default: every >= 10 s), so a driver
+    # killed right after a trial finished does not run that trial again on --resume.
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = os.environ.get("SWEEPER_TUNE_CHECKPOINT_S", "0")
     path = run_dir / name
     done = run_dir / f"{name}.done"
     if path.exists() and tune.Tuner.can_restore(str(path)):
@@ -248,13 +258,19 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
 
     from sweeper.tune.search import CellScheduler, CellSearcher
 
+    if spec.budgets.tune_trials == 0:
+        progress.say("[tune] skipped (tune_trials: 0): every cell runs its default config")
+        (run_dir / "best_configs.json").write_text(json.dumps({c.cell_id: {"params": {}} for c in cells}, indent=2, sort_keys=True))
+        return {c.cell_id: {} for c in cells}, None
     spaces = {c.cell_id: {k: d.to_optuna() for k, d in spec.methods[c.method].search.items()} for c in cells}
     budgets = {c.cell_id: spec.budgets.tune_trials if spaces[c.cell_id] else 1 for c in cells}
     searcher = CellSearcher(spaces, budgets, METRIC, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
     scheduler = CellScheduler(METRIC, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
     progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
+    # No actor reuse here: a trial that ASHA stops must take its Train job down with its actor;
+    # a reused actor would keep the stopped job's workers, and their CPUs, alive.
     tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=True
+        search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=False
     )
     results = _run_phase("tune", run_dir, _trainable(context), tune_config, {}, [progress], resume)
     best: dict[str, tuple[float, dict]] = {}
@@ -281,6 +297,7 @@ def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, r
 
     runs = [{"cell": c.cell_id, "seed": seed, "final": True, "params": best[c.cell_id]} for c in cells for seed in range(spec.final.seeds)]
     progress.start_phase("final", total_trials=len(runs), cells={c.cell_id: spec.final.seeds for c in cells})
+    # Final trials always run to their end, so their actors can be reused (one process start less).
     tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=True)
     return _run_phase("final", run_dir, _trainable(context), tune_config, {"run": tune.grid_search(runs)}, [progress], resume)
 

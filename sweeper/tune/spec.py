@@ -135,7 +135,7 @@ class Subsets(_Strict):
 
 
 class Budgets(_Strict):
-    tune_trials: int = Field(8, ge=1, description="Optuna trials per cell in the tune phase")
+    tune_trials: int = Field(8, ge=0, description="Optuna trials per cell in the tune phase (0: no tuning, each cell's default config)")
     max_epochs: int = Field(20, ge=1, description="epochs a trial may train (ASHA's max_t)")
     grace_period: int = Field(2, ge=1, description="ASHA: epochs before a trial may be stopped")
     reduction_factor: float = Field(3, gt=1, description="ASHA: keep the top 1/reduction_factor at each rung")

@@ -24,6 +24,7 @@ class TrialContext:
     gpus_per_worker: float
     workers: int
     train_max_failures: int = 1
+    controller_failure_limit: int = 5  # worker-group start attempts of 60 s each
     checkpoint_every: int = 0
 
 
@@ -71,7 +72,9 @@ def build_trainer(config: dict, context: TrialContext, trial_name: str):
             name=trial_name,
             storage_path=context.storage_path,
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=context.train_max_failures),
+            # Bounded: on a fixed-size cluster a worker group that cannot start would otherwise
+            # wait forever; Tune's own FailureConfig then retries the trial.
+            failure_config=ray.train.FailureConfig(max_failures=context.train_max_failures, controller_failure_limit=context.controller_failure_limit),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
         ),
     )

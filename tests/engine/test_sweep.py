@@ -1,14 +1,13 @@
 """End to end on a real local Ray cluster: `sweeper run smoke`, killed mid-sweep and resumed.
 
-One smoke run serves several tests (module fixture): the driver is SIGKILLed once a few trials
-have finished, `--resume` finishes it, and the tests read what it left.
+One smoke run serves several tests (module fixture). As a user runs it, `sweeper run` starts its
+own local Ray; the whole driver (its Ray included) is SIGKILLed once a few trials have finished,
+and `sweeper run smoke --resume` finishes the sweep on a fresh local Ray.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,10 +35,11 @@ def _events(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def resumed_smoke(ray_address, tmp_path_factory):
+def resumed_smoke(tmp_path_factory, session_killer):
+    kill_session = session_killer
     results = tmp_path_factory.mktemp("results")
     run_dir = results / "smoke" / "r1"
-    common = ["run", "smoke", "--address", ray_address, "--results", str(results), "--run-name", "r1", "--quiet"]
+    common = ["run", "smoke", "--results", str(results), "--run-name", "r1", "--quiet"]
     first = _sweeper(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None:
@@ -47,7 +47,7 @@ def resumed_smoke(ray_address, tmp_path_factory):
             break
         time.sleep(1)
     assert first.poll() is None, f"the first run ended before it could be killed:\n{first.stdout.read().decode()[-3000:]}"
-    os.killpg(first.pid, signal.SIGKILL)
+    kill_session(first.pid)  # the driver and the local Ray it started
     first.wait()
     before = _events(run_dir)
     finished_before = {e["trial_id"] for e in before if e["event"] == "finished"}
@@ -55,7 +55,10 @@ def resumed_smoke(ray_address, tmp_path_factory):
 
     started = time.time()
     second = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output, _ = second.communicate(timeout=1200)
+    try:
+        output, _ = second.communicate(timeout=1200)
+    finally:
+        kill_session(second.pid)
     assert second.returncode == 0, output.decode()[-4000:]
     after = _events(run_dir)[len(before):]
     return {"run_dir": run_dir, "finished_before": finished_before, "after": after, "resume_wall_s": time.time() - started}

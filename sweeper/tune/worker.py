@@ -37,6 +37,23 @@ def task_loss(task: str, labels):
     return torch.nn.MSELoss()
 
 
+def drop_modalities(present, rate: float, generator):
+    """Training-time missingness (the ``train_missing_rate`` axis): hide each present modality of a
+    stay with probability ``rate``, never the stay's last present one."""
+    import torch
+
+    if rate <= 0:
+        return present
+    hidden = (torch.rand(present.shape, generator=generator) < rate) & present
+    kept = present & ~hidden
+    lost_all = ~kept.any(dim=1) & present.any(dim=1)
+    if lost_all.any():  # give back one of the stay's own modalities, chosen at random
+        scores = torch.rand(present.shape, generator=generator).masked_fill(~present, -1.0)
+        restore = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
+        kept = kept | (restore & lost_all.unsqueeze(1))
+    return kept
+
+
 def _to_device(batch: dict, device) -> dict:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -131,6 +148,7 @@ def run_training(config: dict, session) -> None:
     generator = torch.Generator().manual_seed(seed)
     n_train = len(data["train"]["label"])
     checkpoint_every = int(config.get("checkpoint_every", 0))
+    missing_rate = float(config.get("train_missing_rate", 0.0))
     for epoch in range(start_epoch, max_epochs):
         started = time.perf_counter()
         model.train()
@@ -140,7 +158,9 @@ def run_training(config: dict, session) -> None:
             index = order[start : start + batch_size]
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
-            batch = _to_device(_select(data["train"], index), device)
+            batch = _select(data["train"], index)
+            batch["present"] = drop_modalities(batch["present"], missing_rate, generator)
+            batch = _to_device(batch, device)
             output = model(batch)
             logits = output["logits"]
             target = batch["label"].reshape(logits.shape)

@@ -111,14 +111,14 @@ def test_explicit_subsets_are_put_in_canonical_order(tmp_path):
 
 def test_cells_are_the_full_product_with_unique_ids(tmp_path):
     rates = [0.0, 0.25, 0.5]
-    raw = spec_with(tasks=["ihm", "los"], modality_subsets={"sizes": [2, 5]}, axes={"train_missing_rate": rates})
+    raw = spec_with(tasks=["ihm", "phenotyping"], modality_subsets={"sizes": [2, 5]}, axes={"train_missing_rate": rates})
     spec = load_raw(tmp_path, raw)
     cells = expand_cells(spec)
     subsets = spec.modality_subsets.expand()
     assert len(cells) == 2 * 1 * 26 * 3
     assert len({c.cell_id for c in cells}) == len(cells)
     assert len(set(cells)) == len(cells)
-    expected = {(t, m, s, (("train_missing_rate", r),)) for t in ["ihm", "los"] for m in [METHOD] for s in subsets for r in rates}
+    expected = {(t, m, s, (("train_missing_rate", r),)) for t in ["ihm", "phenotyping"] for m in [METHOD] for s in subsets for r in rates}
     assert {(c.task, c.method, c.modalities, c.axes) for c in cells} == expected
 
 
@@ -135,7 +135,7 @@ def test_profile_deep_merges_over_the_base(tmp_path):
     raw = spec_with(profiles={"quick": {
         "budgets": {"tune_trials": 1},
         "methods": {METHOD: {"fixed": {"d": 16}}},
-        "tasks": ["los"],
+        "tasks": ["phenotyping"],
     }})
     base = load_raw(tmp_path, raw)
     quick = load_raw(tmp_path, raw, "quick")
@@ -145,7 +145,7 @@ def test_profile_deep_merges_over_the_base(tmp_path):
         assert getattr(quick.budgets, key) == BASE["budgets"][key] == getattr(base.budgets, key)
     assert quick.methods[METHOD].fixed == {"d": 16}
     assert set(quick.methods[METHOD].search) == {"lr"}  # sibling of the overridden key survives
-    assert quick.tasks == ["los"]  # lists are replaced, not merged
+    assert quick.tasks == ["phenotyping"]  # lists are replaced, not merged
     assert quick.final.seeds == base.final.seeds == 3
     assert base.budgets.tune_trials == 4 and base.methods[METHOD].fixed == {"d": 32}
 
@@ -344,3 +344,11 @@ def test_trial_config_without_axes_has_no_axis_keys(tmp_path):
     spec = load_raw(tmp_path, BASE)
     cell = Cell("ihm", METHOD, ("discharge",))
     assert "train_missing_rate" not in trial_config(spec, cell, {})
+
+
+def test_los_task_is_refused_until_the_engine_has_regression_metrics(tmp_path, capsys):
+    path = tmp_path / "los.yaml"
+    path.write_text(yaml.safe_dump(spec_with(tasks=["los"])))
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tasks" in err[0] and "'los' is not supported" in err[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from sweeper.errors import SweeperError
-from sweeper.tune.spec import Cell, Spec, SpecError, expand_cells, load_spec, trial_config
+from sweeper.tune.spec import Cell, Spec, expand_cells, load_spec, spec_path, trial_config
 
 METRIC, MODE, TIME_ATTR = "val_auroc", "max", "epoch"
 DEFAULT_RESULTS = Path("results")
@@ -58,17 +58,11 @@ def pick_profile(spec_name: str, profile: str | None, has_gpu: bool) -> str | No
     if profile is not None:
         return profile
     try:
-        raw = yaml.safe_load(Path(_spec_file(spec_name)).read_text())
+        raw = yaml.safe_load(spec_path(spec_name).read_text())
         profiles = raw.get("profiles") or {}
     except (OSError, yaml.YAMLError, AttributeError):
         return None  # an unreadable spec: load_spec reports it in one line
     return "local" if not has_gpu and isinstance(profiles, dict) and "local" in profiles else None
-
-
-def _spec_file(spec_name: str) -> Path:
-    from sweeper.tune.spec import spec_path
-
-    return spec_path(spec_name)
 
 
 def ray_env_vars(local: bool) -> dict[str, str]:
@@ -164,9 +158,9 @@ def prepare_data(spec: Spec, run_dir: Path, data_override: str | None) -> Path:
     return stays
 
 
-def _save_run_files(run_dir: Path, spec_path: Path, options: RunOptions, profile: str | None) -> None:
+def _save_run_files(run_dir: Path, spec_file: Path, options: RunOptions, profile: str | None) -> None:
     run_dir.mkdir(parents=True, exist_ok=False)
-    shutil.copyfile(spec_path, run_dir / "spec.yaml")
+    shutil.copyfile(spec_file, run_dir / "spec.yaml")
     info = {"spec": options.spec, "profile": profile, "data": options.data, "started": dt.datetime.now().isoformat(timespec="seconds")}
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))
 
@@ -342,5 +336,3 @@ def run(options: RunOptions) -> Path:
     progress.say(f"done in {time.perf_counter() - started:.0f} s → {run_dir / 'leaderboard.csv'}")
     return run_dir
 
-
-__all__ = ["RunOptions", "run", "SpecError"]

@@ -87,7 +87,10 @@ def ray_address():
     from sweeper.tune.runner import ray_env_vars
 
     port, dashboard_port = _free_port(), _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **ray_env_vars(local=True)}
+    address = f"127.0.0.1:{port}"
+    # RAY_ADDRESS in every cluster process: Train's placement-group cleaner asks the State API
+    # for "the" cluster and dies when it finds more than one Ray on the machine.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": address, **ray_env_vars(local=True)}
     temp_dir = f"/tmp/ray-sweeper-tests-{os.getpid()}"
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}", "--num-cpus=3",
@@ -96,7 +99,6 @@ def ray_address():
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    address = f"127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         probe = subprocess.run(

@@ -10,10 +10,12 @@ from sweeper.data.schema import StaysError, read_manifest
 
 
 @pytest.fixture(scope="module")
-def ray_session(ray_address):
+def ray_session():
+    # An in-process local Ray, shut down after this module: the engine tests that start their
+    # own Ray must not find a second instance on the machine.
     from sweeper.tune.runner import _ray_session
 
-    with _ray_session(ray_address):
+    with _ray_session(None, num_cpus=2):
         yield
 
 

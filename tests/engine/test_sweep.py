@@ -2,7 +2,9 @@
 
 One smoke run serves several tests (module fixture). As a user runs it, `sweeper run` starts its
 own local Ray; the whole driver (its Ray included) is SIGKILLed once a few trials have finished,
-and `sweeper run smoke --resume` finishes the sweep on a fresh local Ray.
+and `sweeper run smoke --resume` finishes the sweep on a fresh local Ray. No other Ray instance
+may run meanwhile (Train's placement-group cleaner fails when it finds two on one machine), so
+these tests run before anything starts the session cluster.
 """
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
-"""Shared fixtures: a small synthetic cohort, one real local Ray cluster per session, and an
+"""Shared fixtures: a small synthetic cohort, a way to end a `sweeper run` and its local Ray, and an
 in-memory session that runs the training loop without Ray (for fast unit tests of trainables)."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,59 +65,6 @@ class InMemorySession:
 @pytest.fixture
 def in_memory_session():
     return InMemorySession
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def ray_address():
-    """One real local Ray head for the whole session (3 logical CPUs: 2 trial slots + headroom).
-
-    Started as its own process group so teardown ends exactly this cluster's processes.
-    """
-    from sweeper.tune.runner import ray_env_vars
-
-    port, dashboard_port = _free_port(), _free_port()
-    address = f"127.0.0.1:{port}"
-    # RAY_ADDRESS in every cluster process: Train's placement-group cleaner asks the State API
-    # for "the" cluster and dies when it finds more than one Ray on the machine.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": address, **ray_env_vars(local=True)}
-    temp_dir = f"/tmp/ray-sweeper-tests-{os.getpid()}"
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}", "--num-cpus=3",
-         # The dashboard's State API is how Train's placement-group cleaner sees that a stopped
-         # trial's controller died; without it the PGs of ASHA-stopped trials leak.
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        probe = subprocess.run(
-            [sys.executable, "-c", f"import ray; ray.init(address='{address}', logging_level='ERROR'); print(ray.cluster_resources().get('CPU'))"],
-            env=env, capture_output=True, text=True,
-        )
-        if probe.returncode == 0:
-            break
-        time.sleep(2)
-    else:
-        os.killpg(head.pid, signal.SIGKILL)
-        raise RuntimeError("local Ray head did not start")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    yield address
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    kill_session(head.pid)
 
 
 def kill_session(session_id: int) -> None:

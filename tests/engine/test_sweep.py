@@ -3,8 +3,8 @@
 One smoke run serves several tests (module fixture). As a user runs it, `sweeper run` starts its
 own local Ray; the whole driver (its Ray included) is SIGKILLed once a few trials have finished,
 and `sweeper run smoke --resume` finishes the sweep on a fresh local Ray. No other Ray instance
-may run meanwhile (Train's placement-group cleaner fails when it finds two on one machine), so
-these tests run before anything starts the session cluster.
+may run meanwhile (Train's placement-group cleaner fails when it finds two on one machine), and the
+pytest process itself never connects to these clusters.
 """
 from __future__ import annotations
 
@@ -115,37 +115,45 @@ def test_tensorboard_event_files(resumed_smoke):
     assert "val_auroc" in events.Tags()["scalars"]
 
 
-def test_asha_does_not_starve_a_weak_cell(ray_address, tmp_path):
-    """A cell of one weak modality gets the rungs its own ASHA gives, whatever the strong cell does."""
-    import ray
+ASHA_SPEC = """
+name: asha
+seed: 0
+data:
+  synthetic: {n_stays: 400, seed: 1, strengths: {timeseries: 0.0}}
+tasks: [ihm]
+modality_subsets:
+  explicit: [[discharge], [timeseries]]
+methods:
+  picme.supervised:
+    search: {lr: {loguniform: [3.0e-4, 3.0e-3]}}
+    fixed: {d: 16}
+budgets: {tune_trials: 4, max_epochs: 4, grace_period: 1, reduction_factor: 2, patience: 4}
+final: {seeds: 1}
+resources: {cpus_per_trial: 1}
+"""
 
-    from sweeper.tune.progress import Progress
-    from sweeper.tune.runner import _ray_session, _trial_context, tune_phase
-    from sweeper.tune.spec import Budgets, Cell, DataSpec, MethodSpec, Resources, Spec, Subsets
-    from sweeper.data.stays import write_stays
-    from sweeper.data.synthetic import SynthConfig, generate
 
-    stays = tmp_path / "stays"
-    frame, manifest = generate(SynthConfig(n_stays=400, seed=1, strengths={**SynthConfig().strengths, "timeseries": 0.0}))
-    write_stays(frame, manifest, stays)
-    spec = Spec(
-        name="asha", data=DataSpec(path=str(stays)), tasks=["ihm"],
-        modality_subsets=Subsets(explicit=[["discharge"], ["timeseries"]]),
-        methods={"picme.supervised": MethodSpec(search={"lr": {"loguniform": [3e-4, 3e-3]}}, fixed={"d": 16})},
-        budgets=Budgets(tune_trials=4, max_epochs=4, grace_period=1, reduction_factor=2, patience=4),
-        resources=Resources(cpus_per_trial=1),
-    )
-    cells = [Cell("ihm", "picme.supervised", ("discharge",)), Cell("ihm", "picme.supervised", ("timeseries",))]
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    with _ray_session(ray_address):
-        context = _trial_context(spec, cells, stays, run_dir)
-        best, results = tune_phase(spec, cells, context, run_dir, slots=2, resume=False, progress=Progress(run_dir, quiet=True))
-    assert ray.is_initialized() is False
+def test_asha_does_not_starve_a_weak_cell(tmp_path, session_killer):
+    """A cell of one pure-noise modality gets the rungs its own ASHA gives, whatever the strong cell does.
+
+    Runs after the resume tests, as its own `sweeper run` (its own local Ray), like a user would.
+    """
+    spec = tmp_path / "asha.yaml"
+    spec.write_text(ASHA_SPEC)
+    run = _sweeper(["run", str(spec), "--results", str(tmp_path), "--run-name", "r", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = run.communicate(timeout=900)
+    finally:
+        session_killer(run.pid)
+    assert run.returncode == 0, output.decode()[-4000:]
     epochs: dict[str, list[int]] = {}
-    for result in results:
-        epochs.setdefault(result.config["cell"], []).append(int(result.metrics_dataframe["epoch"].max()))
+    for result_file in (tmp_path / "asha" / "r" / "tune").glob("*/result.json"):
+        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        if rows:
+            epochs.setdefault(rows[-1]["config"]["cell"], []).append(max(int(r["epoch"]) for r in rows))
     weak = epochs["ihm__picme.supervised__timeseries"]
     assert len(weak) == 4 and min(weak) >= 1  # the whole budget ran, each trial to at least the grace period
     assert max(weak) >= 2  # at least the top of its own first rung went on
-    assert set(best) == {c.cell_id for c in cells}
+    assert len(epochs["ihm__picme.supervised__discharge"]) == 4
+    best = json.loads((tmp_path / "asha" / "r" / "best_configs.json").read_text())
+    assert set(best) == set(epochs)

@@ -6,6 +6,8 @@ Profiles are partial specs deep-merged over the base before validation (``--prof
 """
 from __future__ import annotations
 
+import builtins
+
 import copy
 import dataclasses
 import hashlib
@@ -62,7 +64,7 @@ class Distribution(_Strict):
 
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    int: tuple[builtins.int, builtins.int] | None = None  # builtins: the field's name shadows the type here
     choice: list[Any] | None = None
 
     @model_validator(mode="after")
@@ -170,6 +172,9 @@ class Spec(_Strict):
     name: str
     description: str = ""
     seed: int = Field(0, description="seeds Optuna's TPE per cell")
+    metric: Literal["auroc", "auprc"] = Field(
+        "auroc", description="validation metric that tunes (Optuna, ASHA), early-stops and picks each cell's best config; ranks the leaderboard"
+    )
     data: DataSpec
     tasks: list[Literal["ihm", "phenotyping", "los"]]
     modality_subsets: Subsets
@@ -228,6 +233,10 @@ class Cell:
 
 
 def expand_cells(spec: Spec) -> list[Cell]:
+    """Task × method × modality subset × axis values; a method is paired only with the subsets
+    its inputs can be built from (``trainables.registry.can_read``)."""
+    from trainables import registry
+
     subsets = spec.modality_subsets.expand()
     axis_names = sorted(spec.axes)
     axis_values = list(itertools.product(*(spec.axes[a] for a in axis_names)))
@@ -236,6 +245,7 @@ def expand_cells(spec: Spec) -> list[Cell]:
         for task in spec.tasks
         for method in spec.methods
         for subset in subsets
+        if registry.can_read(method, subset)
         for values in axis_values
     ]
 
@@ -293,9 +303,17 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
     except SweeperError as err:  # e.g. an unknown method, raised inside a validator
         raise SpecError(f"{path}: methods: {err}") from None
     try:
-        spec.modality_subsets.expand()
+        subsets = spec.modality_subsets.expand()
     except ValueError as err:
         raise SpecError(f"{path}: modality_subsets: {err}") from None
+    from trainables import registry
+
+    for method in spec.methods:
+        if not any(registry.can_read(method, subset) for subset in subsets):
+            raise SpecError(
+                f"{path}: methods.{method}: reads {registry.get(method).inputs} built from timeseries and demographics only; "
+                "no modality subset of this spec is one of those"
+            )
     if spec.data.path is not None and not Path(spec.data.path).is_absolute():
         spec.data.path = str((path.parent / spec.data.path).resolve())
     return spec, path
@@ -307,6 +325,7 @@ def trial_config(spec: Spec, cell: Cell, params: dict[str, Any]) -> dict[str, An
 
     config = {**registry.get(cell.method).defaults, **spec.methods[cell.method].fixed, **params}
     config.update(dict(cell.axes))
+    config["select_metric"] = spec.metric
     return config
 
 

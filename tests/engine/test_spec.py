@@ -209,6 +209,10 @@ MALFORMED = {
     "sizes-out-of-range": ({"modality_subsets": {"sizes": [0, 5]}}, "modality_subsets", ["1 <= min <= max <= 5"]),
     "missing-required-key": ({"tasks": None}, "tasks", []),
     "profiles-not-a-mapping": ({"profiles": ["local"]}, "profiles", []),
+    "int-low-not-below-high": ({_LR: {"int": [3, 3]}}, f"methods.{METHOD}.search.lr", ["int needs low < high"]),
+    "unknown-metric": ({"metric": "f1"}, "metric", ["'auroc' or 'auprc'"]),
+    "method-reads-no-subset": ({"methods/medfuse": {}}, "methods.medfuse", ["timeseries and demographics only"]),
+    "unknown-method-variant": ({"methods": {"medfusion:add": {}}}, "methods", ["'medfusion:add'"]),
 }
 
 
@@ -331,12 +335,12 @@ def test_trial_config_precedence(tmp_path):
 
     params = {"lr": defaults["lr"] / 2}
     config = trial_config(spec, cell, params)
-    assert config == {**defaults, **fixed, **params, "train_missing_rate": 0.25}
+    assert config == {**defaults, **fixed, **params, "train_missing_rate": 0.25, "select_metric": "auroc"}
     assert config["d"] == fixed["d"] != defaults["d"]  # fixed beats defaults
     assert config["lr"] == params["lr"] != defaults["lr"]  # searched beats defaults
     assert config["batch_size"] == defaults["batch_size"]  # untouched default kept
     assert trial_config(spec, cell, {"d": 8})["d"] == 8  # searched beats fixed
-    assert trial_config(spec, cell, {}) == {**defaults, **fixed, "train_missing_rate": 0.25}
+    assert trial_config(spec, cell, {}) == {**defaults, **fixed, "train_missing_rate": 0.25, "select_metric": "auroc"}
     assert defaults == registry.get(METHOD).defaults  # not mutated
 
 
@@ -352,3 +356,47 @@ def test_los_task_is_refused_until_the_engine_has_regression_metrics(tmp_path, c
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tasks" in err[0] and "'los' is not supported" in err[0]
+
+
+# ---------------------------------------------------------------- method variants, input kinds, metric
+
+
+def test_labelled_variants_of_one_trainable_are_separate_cells(tmp_path):
+    raw = spec_with(
+        modality_subsets={"explicit": [["timeseries", "demographics"], ["discharge"]]},
+        methods={
+            METHOD: {"fixed": {"d": 32}},
+            "medfuse:add": {"search": {"layers": {"int": [1, 3]}}, "fixed": {"fusion": "add"}},
+            "medfuse:scane": {"fixed": {"fusion": "scane"}},
+        },
+    )
+    spec = load_raw(tmp_path, raw)
+    cells = expand_cells(spec)
+    # picme reads every subset; medfuse only the one built from time series and descriptors.
+    assert sorted((c.method, "+".join(c.modalities)) for c in cells) == [
+        ("medfuse:add", "timeseries+demographics"), ("medfuse:scane", "timeseries+demographics"),
+        (METHOD, "discharge"), (METHOD, "timeseries+demographics"),
+    ]
+    add = next(c for c in cells if c.method == "medfuse:add")
+    config = trial_config(spec, add, {"layers": 3})
+    assert config["fusion"] == "add" and config["layers"] == 3 and config["partition_k"] == registry.get("medfuse").defaults["partition_k"]
+    assert add.cell_id == "ihm__medfuse:add__timeseries+demographics"
+    import optuna.distributions as od
+
+    assert spec.methods["medfuse:add"].search["layers"].to_optuna() == od.IntDistribution(1, 3)
+
+
+def test_plan_says_which_method_subset_pairs_are_left_out(tmp_path, capsys):
+    raw = spec_with(modality_subsets={"explicit": [["timeseries", "demographics"], ["discharge"]]}, methods={METHOD: {}, "classical.logreg": {}})
+    assert main(["plan", str(write(tmp_path, raw))]) == 0
+    out = capsys.readouterr().out
+    assert "cells: 3" in out and "1 method × subset pairs left out" in out
+
+
+def test_metric_selects_and_reaches_the_trial(tmp_path):
+    spec = load_raw(tmp_path, spec_with(metric="auprc"))
+    assert trial_config(spec, expand_cells(spec)[0], {})["select_metric"] == "auprc"
+    from sweeper.tune.runner import objective
+
+    assert objective(spec) == "val_auprc"
+    assert load_raw(tmp_path, spec_with()).metric == "auroc"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from sweeper.errors import SweeperError
 
-FAMILIES = ("picme",)
+FAMILIES = ("picme", "medfuse", "classical")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +20,20 @@ class Trainable:
     name: str
     """Registered name, ``<family>.<variant>`` (e.g. ``picme.supervised``)."""
     build_model: Callable[..., Any]
-    """``build_model(config, input_shapes, n_outputs) -> torch.nn.Module``; the module's
-    ``forward(batch)`` returns ``{"logits": [N, n_outputs]}`` and may add ``"aux_loss"``."""
+    """Torch methods: ``build_model(config, input_shapes, n_outputs) -> torch.nn.Module``; the
+    module's ``forward(batch)`` returns ``{"logits": [N, n_outputs]}`` and may add ``"aux_loss"``.
+    Non-torch methods (``fit`` set): ``build_model(config, n_outputs, seed)`` returns an unfitted
+    sklearn-style estimator (``fit``/``predict_proba``)."""
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Config values used when the spec does not search or fix them."""
     paper: str = ""
     """Paper section the trainable implements."""
+    inputs: str = "tensors"
+    """What the model reads (``sweeper.data.loading.INPUT_KINDS``): per-modality ``tensors``,
+    observed-only ``tokens`` of the series and descriptors, or per-stay ``aggregates``."""
+    fit: Callable[..., Any] | None = None
+    """Set for non-torch methods: ``fit(estimator, X, y, X_val, y_val)`` fits in place; the
+    trial is then one "epoch" (no per-epoch early stopping to do)."""
 
 
 _REGISTRY: dict[str, Trainable] = {}
@@ -53,7 +61,18 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Trainable:
+    """The trainable of ``name``; a spec may label variants of one trainable ``name:label``
+    (e.g. ``medfuse:add`` with ``fixed: {fusion: add}``), each its own leaderboard row."""
     _load_families()
-    if name not in _REGISTRY:
+    base = name.split(":", 1)[0]
+    if base not in _REGISTRY:
         raise SweeperError(f"method {name!r}: no such trainable; registered: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return _REGISTRY[base]
+
+
+def can_read(name: str, subset) -> bool:
+    """Whether the method's input kind can be built from the modality subset (token and
+    aggregate inputs come from the time series and descriptors only)."""
+    from sweeper.data.loading import EVENT_MODALITIES
+
+    return get(name).inputs == "tensors" or set(subset) <= set(EVENT_MODALITIES)

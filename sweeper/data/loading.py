@@ -4,11 +4,17 @@
 numpy batch into model inputs: one tensor (or tensor pair) per modality plus a ``present`` mask;
 absent modalities carry zeros *and* a False in the mask, so models can tell them apart.
 
+A trainable picks one of three input kinds (``INPUT_KINDS``): ``tensors`` (the above), ``tokens``
+(observed-only (feature, value, time) tokens of the time series over fixed windows, plus the
+static descriptors as tokens at t = 0; MedFuse) or ``aggregates`` (per-stay last / mean / min /
+max / count of each series plus the encoded descriptors; classical models).
+
 Ray Data tasks here ask for a fraction of a CPU (``DATA_CPUS``): trial workers hold whole CPUs,
 and reads that need a whole one would wait forever behind them (RAY_NOTES.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -33,6 +39,33 @@ from sweeper.data.stays import check_shard_schema, shard_paths
 DATA_CPUS = 0.01
 TEXT_FEATURES = 2**12
 TEXT_MODALITIES = ("discharge", "radiology")
+INPUT_KINDS = ("tensors", "tokens", "aggregates")
+EVENT_MODALITIES = ("timeseries", "demographics")
+"""What the ``tokens`` and ``aggregates`` inputs are built from."""
+AGGREGATES = ("last", "mean", "min", "max", "count")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenVocab:
+    """What the ``tokens`` input's ids mean (the model's embedding tables are sized from it).
+
+    Feature ids: the series (manifest order), then numeric descriptors, then categorical ones.
+    Class ids: 0 = not categorical; then, per categorical descriptor, its training categories and
+    one unknown slot (``field=?``).
+    """
+
+    features: tuple[str, ...]
+    classes: tuple[str, ...]
+    windows: int
+    window_hours: float
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
 
 
 def needed_columns(manifest: Manifest, modalities, tasks) -> list[str]:
@@ -111,15 +144,57 @@ class StaysCollate:
     [N, width] (z-scored numerics + missing flags, one-hots + unknown slot).
     """
 
-    def __init__(self, manifest: Manifest, modalities, task: str, carry_forward: bool = True):
+    def __init__(self, manifest: Manifest, modalities, task: str, carry_forward: bool = True, inputs: str = "tensors", window_hours: float = 2.0):
         self.manifest = manifest
         self.modalities = check_subset(manifest, modalities)
         self.task = check_task(task)
         self.carry_forward = carry_forward
         self._hasher = None
+        if inputs not in INPUT_KINDS:
+            raise StaysError(f"input kind {inputs!r}: unknown; use one of {', '.join(INPUT_KINDS)}")
+        if inputs != "tensors" and not set(self.modalities) <= set(EVENT_MODALITIES):
+            other = [m for m in self.modalities if m not in EVENT_MODALITIES]
+            raise StaysError(f"modality subset {'+'.join(self.modalities)}: {inputs} inputs are built from {' and '.join(EVENT_MODALITIES)} only, not {', '.join(other)}")
+        self.inputs = inputs
+        self.window_hours = float(window_hours)
+        if inputs != "tensors" and "timeseries" in self.modalities and manifest.timeseries is None:
+            raise StaysError(f"source {manifest.source!r}: the manifest describes no time series")
 
-    def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-modality input shape of one stay (what an encoder is built for)."""
+    def vocab(self) -> TokenVocab:
+        """Ids of the ``tokens`` input (every feature the source has, whatever the subset)."""
+        ts, demo = self.manifest.timeseries, self.manifest.demographics
+        series = tuple(ts.features) if ts else ()
+        classes = ["(none)"]
+        for field in demo.categorical:
+            classes += [f"{field}={c}" for c in demo.categories.get(field, [])] + [f"{field}=?"]
+        hours = ts.hours if ts else 48
+        return TokenVocab(
+            features=series + tuple(demo.numeric) + tuple(demo.categorical),
+            classes=tuple(classes),
+            windows=max(1, int(np.ceil(hours / self.window_hours))),
+            window_hours=self.window_hours,
+        )
+
+    def aggregate_names(self) -> list[str]:
+        """Column names of the ``aggregates`` input."""
+        names = []
+        if "timeseries" in self.modalities:
+            names += [f"{f}:{a}" for a in AGGREGATES for f in self.manifest.timeseries.features]
+        if "demographics" in self.modalities:
+            demo = self.manifest.demographics
+            for field in demo.numeric:
+                names += [field, f"{field}:missing"]
+            for field in demo.categorical:
+                names += [f"{field}={c}" for c in demo.categories.get(field, [])] + [f"{field}=?"]
+        return names
+
+    def input_shapes(self) -> dict:
+        """Per-modality input shape of one stay (what an encoder is built for); for ``tokens`` inputs
+        the vocabulary, for ``aggregates`` the feature width."""
+        if self.inputs == "tokens":
+            return {"tokens": self.vocab()}
+        if self.inputs == "aggregates":
+            return {"features": (len(self.aggregate_names()),)}
         shapes: dict[str, tuple[int, ...]] = {}
         for modality in self.modalities:
             if modality in TEXT_MODALITIES:
@@ -142,6 +217,12 @@ class StaysCollate:
         present = np.stack([batch[presence_column(m)].astype(bool) for m in self.modalities], axis=1)
         out = {"stay_id": np.asarray(batch["stay_id"]).astype(str), "present": torch.from_numpy(present)}
         out["label"] = torch.from_numpy(self._labels(batch[TASK_LABELS[self.task]]))
+        if self.inputs == "tokens":
+            out.update({k: torch.from_numpy(v) for k, v in self._tokens(batch, present).items()})
+            return out
+        if self.inputs == "aggregates":
+            out["features"] = torch.from_numpy(self._aggregates(batch, present))
+            return out
         for index, modality in enumerate(self.modalities):
             rows = present[:, index]
             encode = getattr(self, f"_{modality}") if modality not in TEXT_MODALITIES else self._text
@@ -208,6 +289,121 @@ class StaysCollate:
         return np.column_stack(parts).astype(np.float32) if parts else np.zeros((len(rows), 0), np.float32)
 
 
+    def _rows(self, present: np.ndarray, modality: str) -> np.ndarray:
+        return present[:, self.modalities.index(modality)] if modality in self.modalities else np.zeros(len(present), bool)
+
+    def _tokens(self, batch, present) -> dict[str, np.ndarray]:
+        """Observed-only tokens: descriptors at t = 0, then each (series, window) median at the
+        window's centre, in time order; right-padded (``tok_mask`` False) to the batch's longest."""
+        vocab, demo, ts = self.vocab(), self.manifest.demographics, self.manifest.timeseries
+        n_series = len(ts.features) if ts else 0
+        static = self._static_tokens(batch, self._rows(present, "demographics"), n_series)
+        series_rows = self._rows(present, "timeseries")
+        stays = []
+        for i in range(len(present)):
+            feature, value, time, klass = static[i]
+            if series_rows[i] and batch["ts_event_feature"][i] is not None:
+                f, w, med = window_medians(batch["ts_event_feature"][i], batch["ts_event_value"][i], batch["ts_event_time"][i], vocab.windows, vocab.window_hours)
+                mean, std = np.asarray(ts.mean, np.float32)[f], np.asarray(ts.std, np.float32)[f]
+                feature = feature + f.tolist()
+                value = value + ((med - mean) / np.where(std > 0, std, 1.0)).tolist()
+                time = time + ((w + 0.5) * vocab.window_hours).tolist()
+                klass = klass + [0] * len(f)
+            stays.append((feature, value, time, klass))
+        length = max([len(s[0]) for s in stays] + [1])
+        out = {
+            "tok_feature": np.zeros((len(stays), length), np.int64),
+            "tok_value": np.zeros((len(stays), length), np.float32),
+            "tok_time": np.zeros((len(stays), length), np.float32),
+            "tok_class": np.zeros((len(stays), length), np.int64),
+            "tok_mask": np.zeros((len(stays), length), bool),
+        }
+        for i, (feature, value, time, klass) in enumerate(stays):
+            n = len(feature)
+            out["tok_feature"][i, :n], out["tok_value"][i, :n], out["tok_time"][i, :n] = feature, value, time
+            out["tok_class"][i, :n], out["tok_mask"][i, :n] = klass, True
+        return out
+
+    def _static_tokens(self, batch, rows, n_series: int) -> list[tuple[list, list, list, list]]:
+        demo = self.manifest.demographics
+        tokens = [([], [], [], []) for _ in rows]
+        for j, field in enumerate(demo.numeric):
+            raw = np.asarray(batch[demo_column(field)], dtype=np.float32)
+            z = (raw - demo.mean[field]) / (demo.std[field] or 1.0)
+            for i in np.flatnonzero(rows & ~np.isnan(raw)):
+                tokens[i][0].append(n_series + j), tokens[i][1].append(float(z[i])), tokens[i][2].append(0.0), tokens[i][3].append(0)
+        offset = 1
+        for j, field in enumerate(demo.categorical):
+            categories = demo.categories.get(field, [])
+            lookup = {c: offset + k for k, c in enumerate(categories)}
+            for i in np.flatnonzero(rows):
+                value = batch[demo_column(field)][i]
+                if value is None:
+                    continue
+                tokens[i][0].append(n_series + len(demo.numeric) + j), tokens[i][1].append(0.0), tokens[i][2].append(0.0)
+                tokens[i][3].append(lookup.get(value, offset + len(categories)))
+            offset += len(categories) + 1
+        return tokens
+
+    def _aggregates(self, batch, present) -> np.ndarray:
+        """Per stay: last, mean, min, max (NaN when never observed) and count of each series, then
+        the encoded descriptors (as the ``tensors`` input has them)."""
+        parts = []
+        if "timeseries" in self.modalities:
+            n_features = len(self.manifest.timeseries.features)
+            stats = np.full((len(present), len(AGGREGATES), n_features), np.nan, np.float32)
+            stats[:, AGGREGATES.index("count")] = 0.0
+            rows = self._rows(present, "timeseries")
+            for i in np.flatnonzero(rows):
+                if batch["ts_event_feature"][i] is not None and len(batch["ts_event_feature"][i]):
+                    stats[i] = series_aggregates(batch["ts_event_feature"][i], batch["ts_event_value"][i], batch["ts_event_time"][i], n_features)
+            parts.append(stats.reshape(len(present), -1))
+        if "demographics" in self.modalities:
+            parts.append(self._demographics(batch, "demographics", self._rows(present, "demographics")))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def window_medians(features, values, times, n_windows: int, window_hours: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median of each (feature, window) with observations; returns (feature, window, median) sorted
+    by window then feature. Events past the last window fall into it."""
+    features = np.asarray(features, np.int64)
+    values = np.asarray(values, np.float32)
+    times = np.asarray(times, np.float32)
+    keep = np.isfinite(values) & np.isfinite(times)
+    features, values, times = features[keep], values[keep], times[keep]
+    window = np.clip((times // window_hours).astype(np.int64), 0, n_windows - 1)
+    key = window * (features.max(initial=0) + 1) + features
+    order = np.lexsort((values, key))
+    key, values = key[order], values[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    counts = np.diff(np.r_[starts, len(key)])
+    median = (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
+    width = features.max(initial=0) + 1
+    return key[starts] % width, key[starts] // width, median.astype(np.float32)
+
+
+def series_aggregates(features, values, times, n_features: int) -> np.ndarray:
+    """[len(AGGREGATES), n_features]: last (latest time), mean, min, max, count of each series."""
+    features = np.asarray(features, np.int64)
+    values = np.asarray(values, np.float64)
+    times = np.asarray(times, np.float64)
+    keep = np.isfinite(values)
+    features, values, times = features[keep], values[keep], times[keep]
+    out = np.full((len(AGGREGATES), n_features), np.nan)
+    count = np.bincount(features, minlength=n_features).astype(np.float64)
+    seen = count > 0
+    out[4] = count
+    out[1, seen] = (np.bincount(features, weights=values, minlength=n_features)[seen]) / count[seen]
+    low, high = np.full(n_features, np.inf), np.full(n_features, -np.inf)
+    np.minimum.at(low, features, values)
+    np.maximum.at(high, features, values)
+    out[2, seen], out[3, seen] = low[seen], high[seen]
+    order = np.lexsort((times, features))  # by feature, then time: each feature's last entry is its latest
+    last_index = order[np.r_[features[order][1:] != features[order][:-1], True]] if len(order) else order
+    out[0, features[last_index]] = values[last_index]
+    return out.astype(np.float32)
+
+
 def _carry_forward(values: np.ndarray) -> np.ndarray:
     """Last observation carried forward along the hours axis (NaN before the first one)."""
     n, hours, features = values.shape
@@ -228,6 +424,10 @@ def collate_all(batches, collate: StaysCollate) -> dict:
     for key in parts[0]:
         if key == "stay_id":
             out[key] = np.concatenate([p[key] for p in parts])[keep]
-        else:
-            out[key] = torch.cat([p[key] for p in parts])[torch.from_numpy(keep)]
+            continue
+        tensors = [p[key] for p in parts]
+        if tensors[0].ndim == 2 and len({t.shape[1] for t in tensors}) > 1:  # token batches: pad to the longest
+            width = max(t.shape[1] for t in tensors)
+            tensors = [torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors]
+        out[key] = torch.cat(tensors)[torch.from_numpy(keep)]
     return out

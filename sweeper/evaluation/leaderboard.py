@@ -1,7 +1,7 @@
 """``leaderboard.csv`` (every column, for analysis) and ``leaderboard.md`` (for people) from cell rows.
 
 Rows come from ``sweeper.evaluation.aggregate.aggregate_cell``. Within a task, cells are ranked by
-mean test AUROC over seeds. Both files are written to a temporary file and moved into place, so a
+mean test AUROC over seeds (or the spec's ``metric``). Both files are written to a temporary file and moved into place, so a
 reader never sees a half-written leaderboard.
 """
 from __future__ import annotations
@@ -20,28 +20,28 @@ _FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test
 _METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high")
 
 
-def write_leaderboard(rows: list[dict], out_dir: Path) -> pd.DataFrame:
-    """Sort rows (task, then AUROC mean descending), write both files to ``out_dir``, return the frame."""
+def write_leaderboard(rows: list[dict], out_dir: Path, rank_by: str = "auroc") -> pd.DataFrame:
+    """Sort rows (task, then ``rank_by`` mean descending), write both files to ``out_dir``, return the frame."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame = frame.sort_values(
-            ["task", "auroc_mean"], ascending=[True, False], na_position="last", kind="stable"
+            ["task", f"{rank_by}_mean"], ascending=[True, False], na_position="last", kind="stable"
         ).reset_index(drop=True)
     _write_atomically(out_dir / "leaderboard.csv", frame.to_csv(index=False))
-    _write_atomically(out_dir / "leaderboard.md", leaderboard_markdown(frame))
+    _write_atomically(out_dir / "leaderboard.md", leaderboard_markdown(frame, rank_by))
     return frame
 
 
-def leaderboard_markdown(frame: pd.DataFrame) -> str:
+def leaderboard_markdown(frame: pd.DataFrame, rank_by: str = "auroc") -> str:
     """One table per task: rank, method, subset, extra axes, each metric as mean ± std [bootstrap CI]."""
     lines = ["# Leaderboard", ""]
     if frame.empty:
         return "\n".join(lines + ["No cells were evaluated.", ""])
     lines += [
         "Each metric: mean ± std over seeds [95% bootstrap CI over test stays]. "
-        "Ranked by mean AUROC within each task.",
+        f"Ranked by mean {rank_by.upper()} within each task.",
         "",
     ]
     extra_axes = [c for c in frame.columns if c not in _FIXED_COLUMNS and not _is_metric_column(c)]

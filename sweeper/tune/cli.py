@@ -20,7 +20,7 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
     lines = [
         f"spec {spec.name}" + (f" (profile {profile})" if profile else ""),
         f"cells: {len(cells)}  ({len(spec.tasks)} tasks × {len(spec.modality_subsets.expand())} modality subsets × {len(spec.methods)} methods"
-        + "".join(f" × {len(v)} {k}" for k, v in spec.axes.items()) + ")",
+        + "".join(f" × {len(v)} {k}" for k, v in spec.axes.items()) + ")" + _skipped(spec, cells),
         f"  by task: {by(lambda c: c.task)}",
         f"  by method: {by(lambda c: c.method)}",
         f"  by subset size: {by(lambda c: len(c.modalities))}",
@@ -33,6 +33,14 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
         f"cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU → " + (f"{slots} trials at once" if slots else "no trial fits (pick another --profile)"),
     ]
     return "\n".join(lines)
+
+
+def _skipped(spec, cells) -> str:
+    full = len(spec.tasks) * len(spec.modality_subsets.expand()) * len(spec.methods)
+    for values in spec.axes.values():
+        full *= len(values)
+    missing = full - len(cells)
+    return f"; {missing} method × subset pairs left out (the method cannot read those modalities)" if missing else ""
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -13,13 +13,28 @@ from sweeper.errors import SweeperError
 from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell
 from sweeper.evaluation.leaderboard import write_leaderboard
 from sweeper.tune.spec import Cell, Spec
-from sweeper.tune.worker import PREDICTIONS_FILE
+from sweeper.tune.worker import MODEL_FILE, PREDICTIONS_FILE
+
+
+def _filesystem(checkpoint_path: str):
+    return pafs.FileSystem.from_uri(checkpoint_path) if "://" in checkpoint_path else (pafs.LocalFileSystem(), checkpoint_path)
 
 
 def read_predictions(checkpoint_path: str) -> "pa.Table":  # noqa: F821
     """Read a final trial's predictions from its Train checkpoint (local path or storage URI)."""
-    filesystem, path = pafs.FileSystem.from_uri(checkpoint_path) if "://" in checkpoint_path else (pafs.LocalFileSystem(), checkpoint_path)
+    filesystem, path = _filesystem(checkpoint_path)
     return pq.read_table(f"{path}/{PREDICTIONS_FILE}", filesystem=filesystem)
+
+
+def copy_model(checkpoint_path: str, out: Path) -> bool:
+    """Copy a final trial's saved weights (``save_model: true``) out of its checkpoint, if any."""
+    filesystem, path = _filesystem(checkpoint_path)
+    source = f"{path}/{MODEL_FILE}"
+    if filesystem.get_file_info(source).type != pafs.FileType.File:
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(source, str(out), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+    return True
 
 
 def _seed_predictions(table, seed: int) -> SeedPredictions:
@@ -42,6 +57,7 @@ def gather_final(results, run_dir: Path) -> dict[str, list[SeedPredictions]]:
         out = run_dir / "predictions" / run["cell"] / f"seed-{run['seed']}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
+        copy_model(metrics["checkpoint_path"], run_dir / "models" / run["cell"] / f"seed-{run['seed']}.pt")
         per_cell.setdefault(run["cell"], []).append(_seed_predictions(table, run["seed"]))
     return per_cell
 
@@ -83,7 +99,7 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
         row = aggregate_cell(info, seeds, n_resamples=spec.final.bootstrap_resamples)
         row["cell_id"] = cell.cell_id
         rows.append(row)
-    board = write_leaderboard(rows, run_dir)
+    board = write_leaderboard(rows, run_dir, rank_by=spec.metric)
     phases = {"final": final_results, **({"tune": tune_results} if tune_results is not None else {})}
     write_tensorboard(phases, rows, run_dir)
     return board

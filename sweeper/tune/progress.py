@@ -12,12 +12,9 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-METRIC = "val_auroc"
-
-
 class Progress(Callback):
-    def __init__(self, run_dir: Path, quiet: bool = False, every_s: float = 10.0):
-        self.run_dir, self.quiet, self.every_s = Path(run_dir), quiet, every_s
+    def __init__(self, run_dir: Path, quiet: bool = False, every_s: float = 10.0, metric: str = "val_auroc"):
+        self.run_dir, self.quiet, self.every_s, self.metric = Path(run_dir), quiet, every_s, metric
         self.events = self.run_dir / "trial_events.jsonl"
         self.phase, self.total, self.cells = "", 0, {}
         self._reset()
@@ -53,7 +50,7 @@ class Progress(Callback):
         self._log("start", trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(METRIC)
+        value = result.get(self.metric)
         if value is not None and value == value and value > self.best[0]:
             self.best = (float(value), self._cell(trial))
         self._maybe_print()
@@ -82,7 +79,7 @@ class Progress(Callback):
         best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best[1] else "-"
         return (
             f"[{self.phase}] cells {done_cells}/{len(self.cells)} done, {in_flight} in flight | "
-            f"trials {done}/{self.total} done, {len(self.running)} running | best val AUROC {best} | "
+            f"trials {done}/{self.total} done, {len(self.running)} running | best {self.metric.replace('_', ' ')} {best} | "
             f"elapsed {elapsed / 60:.1f} min, ETA {eta}"
         )
 

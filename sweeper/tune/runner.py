@@ -7,6 +7,7 @@ Run directory ``results/<spec>/<run>/``:
   tune/, final/               Tune experiments (restorable); train/ holds the Train runs' checkpoints
   best_configs.json           each cell's best tune-phase config
   predictions/                each final trial's test predictions (stay id, label, score)
+  models/                     each final trial's best weights, when the method config sets save_model: true
   trial_events.jsonl          every trial start/finish the driver saw (resume audits read it)
   leaderboard.csv/.md, tensorboard/
 """
@@ -25,7 +26,12 @@ import yaml
 from sweeper.errors import SweeperError
 from sweeper.tune.spec import Cell, Spec, expand_cells, load_spec, spec_path, trial_config
 
-METRIC, MODE, TIME_ATTR = "val_auroc", "max", "epoch"
+MODE, TIME_ATTR = "max", "epoch"
+
+
+def objective(spec: Spec) -> str:
+    """The reported metric the tune phase maximises (``metric`` in the spec, on validation)."""
+    return f"val_{spec.metric}"
 DEFAULT_RESULTS = Path("results")
 
 
@@ -256,10 +262,11 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
         progress.say("[tune] skipped (tune_trials: 0): every cell runs its default config")
         (run_dir / "best_configs.json").write_text(json.dumps({c.cell_id: {"params": {}} for c in cells}, indent=2, sort_keys=True))
         return {c.cell_id: {} for c in cells}, None
+    metric = objective(spec)
     spaces = {c.cell_id: {k: d.to_optuna() for k, d in spec.methods[c.method].search.items()} for c in cells}
     budgets = {c.cell_id: spec.budgets.tune_trials if spaces[c.cell_id] else 1 for c in cells}
-    searcher = CellSearcher(spaces, budgets, METRIC, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
-    scheduler = CellScheduler(METRIC, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
+    searcher = CellSearcher(spaces, budgets, metric, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
+    scheduler = CellScheduler(metric, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
     progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
     # No actor reuse here: a trial that ASHA stops must take its Train job down with its actor;
     # a reused actor would keep the stopped job's workers, and their CPUs, alive.
@@ -273,7 +280,7 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
             continue
         cell = result.config["cell"]
         history = result.metrics_dataframe
-        score = float(history[METRIC].max()) if history is not None and METRIC in history else float("-inf")
+        score = float(history[metric].max()) if history is not None and metric in history else float("-inf")
         if cell not in best or score > best[cell][0]:
             best[cell] = (score, {k: v for k, v in result.config.items() if k != "cell"})
     missing = [c.cell_id for c in cells if c.cell_id not in best]
@@ -281,7 +288,7 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
         raise SweeperError(f"tune phase: no trial of cell {missing[0]!r} reported a result; see {run_dir / 'tune'} for the errors, then --resume")
     best_params = {cell: params for cell, (_, params) in best.items()}
     (run_dir / "best_configs.json").write_text(
-        json.dumps({cell: {"val_auroc": best[cell][0], "params": best_params[cell]} for cell in best}, indent=2, sort_keys=True)
+        json.dumps({cell: {metric: best[cell][0], "params": best_params[cell]} for cell in best}, indent=2, sort_keys=True)
     )
     return best_params, results
 
@@ -311,7 +318,7 @@ def run(options: RunOptions) -> Path:
         run_dir = resolve_run_dir(options, spec.name)
         _save_run_files(run_dir, spec_file, options, profile)
     cells = expand_cells(spec)
-    progress = Progress(run_dir, quiet=options.quiet)
+    progress = Progress(run_dir, quiet=options.quiet, metric=objective(spec))
     progress.say(f"run {run_dir} — spec {spec.name}" + (f", profile {profile}" if profile else "") + f": {len(cells)} cells")
     stays = prepare_data(spec, run_dir, options.data)
     started = time.perf_counter()

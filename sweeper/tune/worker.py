@@ -1,7 +1,7 @@
 """The training loop every Ray Train worker runs, whatever the method.
 
 Reads its split shards through Ray Data (``ray.train.get_dataset_shard``), builds the trainable's
-model, trains with early stopping on validation AUROC, reports one result per epoch (ASHA's
+model, trains with early stopping on the validation metric the spec selects by (AUROC by default), reports one result per epoch (ASHA's
 ``epoch`` counter, validation metrics) and, in the final phase, stores test predictions in the
 last report's checkpoint so the driver gets them through Train's storage, shared FS or not.
 """
@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 PREDICTIONS_FILE = "predictions.parquet"
+MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
 
 
@@ -52,6 +53,26 @@ def drop_modalities(present, rate: float, generator):
         restore = torch.zeros_like(present).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
         kept = kept | (restore & lost_all.unsqueeze(1))
     return kept
+
+
+def epoch_batches(n: int, batch_size: int, generator, lengths=None, pool: int = 50):
+    """One epoch's mini-batches of row indices, in random order.
+
+    With ``lengths`` (token inputs), rows are shuffled, cut into pools of ``pool`` batches, sorted
+    by length within each pool and batched, so a batch pads to about its own length; the batch
+    order is shuffled again.
+    """
+    import torch
+
+    order = torch.randperm(n, generator=generator)
+    if lengths is None:
+        return [order[start : start + batch_size] for start in range(0, n, batch_size)]
+    batches = []
+    for start in range(0, n, batch_size * pool):
+        chunk = order[start : start + batch_size * pool]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -121,7 +142,8 @@ def run_training(config: dict, session) -> None:
 
     manifest = Manifest.from_json(config["manifest_json"])
     task, final = config["task"], bool(config.get("final", False))
-    collate = StaysCollate(manifest, config["modalities"], task)
+    trainable = registry.get(config["method"])
+    collate = StaysCollate(manifest, config["modalities"], task, inputs=trainable.inputs, window_hours=float(config.get("window_hours", 2.0)))
     splits = ("train", "val", "test") if final else ("train", "val")
     # Small cohorts fit in memory: read each shard once through Ray Data, then iterate tensors.
     data = {
@@ -129,33 +151,36 @@ def run_training(config: dict, session) -> None:
         for split in splits
     }
 
-    trainable = registry.get(config["method"])
+    if trainable.fit is not None:
+        return _run_estimator(trainable, config, collate, data, session, final)
     model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0)))
     loss_fn = task_loss(task, data["train"]["label"]).to(device)
     max_epochs, patience = int(config["max_epochs"]), int(config["patience"])
     batch_size = int(config["batch_size"])
 
-    start_epoch, best_auroc, best_state, since_best = 0, -np.inf, None, 0
+    select = str(config.get("select_metric", "auroc"))  # early stopping and the kept weights follow it
+    start_epoch, best_score, best_state, since_best = 0, -np.inf, None, 0
     checkpoint = session.checkpoint()
     if checkpoint is not None:  # a retried trial resumes where it stopped
         with checkpoint.as_directory() as folder:
             saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        start_epoch, best_auroc, best_state, since_best = saved["epoch"], saved["best_auroc"], saved["best_state"], saved["since_best"]
+        start_epoch, best_score, best_state, since_best = saved["epoch"], saved["best_score"], saved["best_state"], saved["since_best"]
 
     generator = torch.Generator().manual_seed(seed)
     n_train = len(data["train"]["label"])
+    lengths = data["train"]["tok_mask"].sum(dim=1) if "tok_mask" in data["train"] else None
     checkpoint_every = int(config.get("checkpoint_every", 0))
     missing_rate = float(config.get("train_missing_rate", 0.0))
     for epoch in range(start_epoch, max_epochs):
         started = time.perf_counter()
+        if hasattr(model, "on_epoch_start"):  # e.g. medfuse's transfer warm-up
+            model.on_epoch_start(epoch)
         model.train()
-        order = torch.randperm(n_train, generator=generator)
         total, seen = 0.0, 0
-        for start in range(0, n_train, batch_size):
-            index = order[start : start + batch_size]
+        for index in epoch_batches(n_train, batch_size, generator, lengths):
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
             batch = _select(data["train"], index)
@@ -174,9 +199,9 @@ def run_training(config: dict, session) -> None:
 
         val_scores = predict(model, data["val"], device)
         val = compute_metrics(_labels_numpy(data["val"]), val_scores)
-        improved = val["auroc"] > best_auroc
+        improved = val[select] > best_score
         if improved:
-            best_auroc, since_best = val["auroc"], 0
+            best_score, since_best = val[select], 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
@@ -185,7 +210,7 @@ def run_training(config: dict, session) -> None:
             "epoch": epoch + 1,
             "train_loss": total / max(seen, 1),
             "train_seconds": train_seconds,
-            "best_val_auroc": best_auroc,
+            f"best_val_{select}": best_score,
             **{f"val_{k}": v for k, v in val.items()},
         }
         save_state = checkpoint_every and (epoch + 1) % checkpoint_every == 0 and not stop
@@ -196,13 +221,15 @@ def run_training(config: dict, session) -> None:
             metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=epoch + 1)
             with tempfile.TemporaryDirectory() as folder:
                 _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], test_scores)
+                if config.get("save_model"):  # the best-epoch weights, for reuse (e.g. medfuse transfer_from)
+                    torch.save(model.export() if hasattr(model, "export") else {"state_dict": model.state_dict()}, os.path.join(folder, MODEL_FILE))
                 session.report(metrics, folder)
             return
         if save_state:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                     "best_auroc": best_auroc, "best_state": best_state, "since_best": since_best},
+                     "best_score": best_score, "best_state": best_state, "since_best": since_best},
                     os.path.join(folder, STATE_FILE),
                 )
                 session.report(metrics, folder)
@@ -210,6 +237,38 @@ def run_training(config: dict, session) -> None:
             session.report(metrics)
         if stop:
             return
+
+
+def _run_estimator(trainable, config: dict, collate, data: dict, session, final: bool) -> None:
+    """A non-torch method (sklearn-style estimator): fit once on train, report validation metrics
+    as epoch 1 and, in the final phase, test metrics and predictions."""
+    from sweeper.evaluation.metrics import compute_metrics
+
+    started = time.perf_counter()
+    estimator = trainable.build_model(config, collate.n_outputs(), int(config["seed"]))
+    arrays = {split: (part["features"].numpy(), _labels_numpy(part)) for split, part in data.items()}
+    trainable.fit(estimator, *arrays["train"], *arrays["val"])
+    train_seconds = time.perf_counter() - started
+    scores = {split: _estimator_scores(estimator, x, collate.n_outputs()) for split, (x, _) in arrays.items() if split != "train"}
+    val = compute_metrics(arrays["val"][1], scores["val"])
+    metrics = {"epoch": 1, "train_seconds": train_seconds, f"best_val_{config.get('select_metric', 'auroc')}": val[config.get("select_metric", "auroc")], **{f"val_{k}": v for k, v in val.items()}}
+    if not final:
+        session.report(metrics)
+        return
+    test = compute_metrics(arrays["test"][1], scores["test"])
+    metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=1)
+    with tempfile.TemporaryDirectory() as folder:
+        _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], scores["test"])
+        session.report(metrics, folder)
+
+
+def _estimator_scores(estimator, x: np.ndarray, n_outputs: int) -> np.ndarray:
+    """Positive-class probabilities: [N] for one label, [N, L] for several."""
+    proba = estimator.predict_proba(x)
+    if isinstance(proba, list):  # one [N, 2] array per label (sklearn multi-output)
+        return np.stack([p[:, 1] for p in proba], axis=1)
+    proba = np.asarray(proba)
+    return proba[:, 1] if n_outputs == 1 else proba
 
 
 def _write_predictions(path: str, data: dict, scores: np.ndarray) -> None:

@@ -122,18 +122,31 @@ def _config(stays, fusion="mufuse", **extra):
     return {
         "method": "medfuse", "task": "ihm", "modalities": ["timeseries", "demographics"], "seed": 0, "final": True,
         "max_epochs": 6, "patience": 6, "manifest_json": read_manifest(stays).to_json(), "d": 32, "fusion": fusion,
-        "partition_k": 4, "heads": 4, "layers": 1, "dropout": 0.1, "time_period": 10000.0, "window_hours": 2.0,
+        "partition_k": 4, "heads": 4, "layers": 1, "dropout": 0.1, "time_period": 10000.0, "window_hours": 2.0, "phi_hidden": 64,
         "lr": 2e-3, "batch_size": 32, "weight_decay": 1e-4, **extra,
     }
 
 
+@pytest.fixture(scope="module")
+def series_stays(tmp_path_factory):
+    """600 synthetic stays whose time series carry a strong share of the planted signal (the
+    default cohort plants little there: logistic regression on the series alone gets ~0.6)."""
+    from sweeper.data.stays import write_stays
+    from sweeper.data.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("series") / "stays"
+    frame, manifest = generate(SynthConfig(n_stays=600, seed=0, strengths={**SynthConfig().strengths, "timeseries": 0.9}))
+    write_stays(frame, manifest, out, split_seed=0)
+    return out
+
+
 @pytest.mark.parametrize("fusion", ["mufuse", "scane"])
-def test_beats_trivial_baseline_on_synthetic(synth_stays, in_memory_session, fusion):
-    session = in_memory_session(synth_stays)
-    run_training(_config(synth_stays, fusion), session)
+def test_beats_trivial_baseline_on_synthetic(series_stays, in_memory_session, fusion):
+    session = in_memory_session(series_stays)
+    run_training(_config(series_stays, fusion, heads=2, lr=3e-3), session)
     final = session.reports[-1]
     assert final["done"]
-    assert final["test_auroc"] > 0.62, final  # a constant score has AUROC 0.5
+    assert final["test_auroc"] > 0.65, final  # a constant score has AUROC 0.5 (measured: ~0.71 and ~0.78)
 
 
 def test_transfer_copies_shared_feature_embeddings_and_freezes_them(tmp_path, synth_stays):

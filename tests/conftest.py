@@ -2,6 +2,7 @@
 in-memory session that runs the training loop without Ray (for fast unit tests of trainables)."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def p12_dir() -> Path:
+    """The real PhysioNet 2012 files (read-only; ``SWEEPER_P12_DIR`` overrides the location)."""
+    path = Path(os.environ.get("SWEEPER_P12_DIR", SHARED_DATA / "physionet2012"))
+    if not path.is_dir():
+        pytest.fail(f"{path}: the PhysioNet 2012 files are missing (tests read them from ../shared/data)")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +62,14 @@ class InMemorySession:
         if checkpoint_dir:
             import pyarrow.parquet as pq
 
-            from sweeper.tune.worker import PREDICTIONS_FILE
+            from sweeper.tune.worker import MODEL_FILE, PREDICTIONS_FILE
 
             path = Path(checkpoint_dir) / PREDICTIONS_FILE
             if path.exists():
                 self.predictions = pq.read_table(path)
+            model = Path(checkpoint_dir) / MODEL_FILE
+            if model.exists():  # the checkpoint folder is temporary: keep the bytes
+                self.model_bytes = model.read_bytes()
 
     def checkpoint(self):
         return None

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-P12 = Path(os.environ.get("SWEEPER_P12_DIR", ROOT.parent / "shared" / "data" / "physionet2012"))
 METHODS = {"medfuse:mufuse", "medfuse:add", "medfuse:concat", "medfuse:scane", "classical.xgboost", "classical.logreg"}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, session_killer):
-    if not P12.is_dir():
-        pytest.fail(f"{P12}: the PhysioNet 2012 files are missing (tests read them from ../shared/data)")
+def tiny_run(tmp_path_factory, session_killer, p12_dir):
     root = tmp_path_factory.mktemp("p12")
     prepared = subprocess.run(
-        [sys.executable, "-m", "sweeper.cli", "data", "prepare", "physionet2012", "--src", str(P12), "--sets", "a", "--out", str(root / "stays")],
+        [sys.executable, "-m", "sweeper.cli", "data", "prepare", "physionet2012", "--src", str(p12_dir), "--sets", "a", "--out", str(root / "stays")],
         capture_output=True, text=True,
     )
     assert prepared.returncode == 0, prepared.stderr

@@ -1,6 +1,8 @@
 """medfuse: the token fusions against their equations, observed-only tokens, and learning on the
-synthetic cohort (no Ray: the in-memory session)."""
+synthetic cohort and a set A → set B transfer on real PhysioNet 2012 (no Ray: the in-memory session)."""
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
@@ -176,3 +178,32 @@ def test_transfer_copies_shared_feature_embeddings_and_freezes_them(tmp_path, sy
         before = weight.detach().clone()
     with pytest.raises(FileNotFoundError, match="transfer_from .*no such file"):
         MedFuse({**config, "transfer_from": str(tmp_path / "absent.pt")}, {"tokens": vocab}, 1)
+
+
+def test_transfer_from_set_a_to_set_b_on_real_physionet(tmp_path, in_memory_session, p12_dir):
+    """Paper §4.8 on real files: a model trained on P12 set A seeds set B's feature embeddings."""
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        done = subprocess.run(
+            [sys.executable, "-m", "sweeper.cli", "data", "prepare", "physionet2012", "--src", str(p12_dir), "--sets", name, "--out", str(tmp_path / name)],
+            capture_output=True, text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    small = {"d": 16, "heads": 1, "layers": 1, "batch_size": 64, "max_epochs": 1, "patience": 1}
+    source = in_memory_session(tmp_path / "a")
+    run_training(_config(tmp_path / "a", **small, save_model=True), source)
+    (tmp_path / "a.pt").write_bytes(source.model_bytes)
+    exported = torch.load(tmp_path / "a.pt", weights_only=False)
+    assert len(exported["feature_names"]) == 36 + 5  # the 36 series and the 5 descriptors
+
+    target = in_memory_session(tmp_path / "b")
+    config = _config(tmp_path / "b", **{**small, "max_epochs": 2, "patience": 2}, transfer_from=str(tmp_path / "a.pt"), transfer_freeze_epochs=1, save_model=True)
+    run_training(config, target)
+    tuned = torch.load(io.BytesIO(target.model_bytes), weights_only=False)
+    # Sets A and B share every feature: all rows came from A, were frozen for epoch 1, then tuned.
+    assert tuned["feature_names"] == exported["feature_names"]
+    source_rows, tuned_rows = exported["state_dict"]["embed.feature.weight"], tuned["state_dict"]["embed.feature.weight"]
+    assert not torch.equal(source_rows, tuned_rows) and torch.allclose(source_rows, tuned_rows, atol=0.1)
+    assert target.reports[-1]["test_auroc"] > 0.6  # mortality on set B's own test stays

@@ -198,7 +198,7 @@ def _trial_context(spec: Spec, cells: list[Cell], stays: Path, run_dir: Path):
     modalities = [m for m in MODALITIES if any(m in c.modalities for c in cells)]
     tasks = sorted({c.task for c in cells})
     return TrialContext(
-        datasets={split: split_dataset(stays, split, modalities, tasks).materialize() for split in ("train", "val", "test")},
+        datasets=_materialize({split: split_dataset(stays, split, modalities, tasks) for split in ("train", "val", "test")}),
         manifest_json=manifest.to_json(),
         storage_path=str(run_dir / "train"),
         cells={c.cell_id: c for c in cells},
@@ -209,6 +209,25 @@ def _trial_context(spec: Spec, cells: list[Cell], stays: Path, run_dir: Path):
         gpus_per_worker=spec.resources.gpus_per_trial,
         workers=spec.resources.workers_per_trial,
     )
+
+
+def _materialize(datasets: dict) -> dict:
+    """Read the splits into the object store once, without Ray Data's per-operator progress log
+    (our status line reports the run; Ray Data's own log file under the session keeps the detail)."""
+    import logging
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    logger = logging.getLogger("ray.data")
+    bars, level = context.enable_progress_bars, logger.level
+    context.enable_progress_bars = False
+    logger.setLevel(logging.ERROR)
+    try:
+        return {split: dataset.materialize() for split, dataset in datasets.items()}
+    finally:
+        context.enable_progress_bars = bars
+        logger.setLevel(level)
 
 
 def _trainable(context):

@@ -22,7 +22,7 @@ class Progress(Callback):
     def _reset(self):
         self.started = time.time()
         self.finished: dict[str, str] = {}
-        self.running: set[str] = set()
+        self.running: dict[str, str] = {}  # trial id → cell
         self.cell_done: dict[str, int] = {}
         self.best = (float("-inf"), "")
         self._last_print = 0.0
@@ -46,7 +46,7 @@ class Progress(Callback):
         return trial.config.get("run", trial.config).get("cell", "?")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.running.add(trial.trial_id)
+        self.running[trial.trial_id] = self._cell(trial)
         self._log("start", trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -56,7 +56,7 @@ class Progress(Callback):
         self._maybe_print()
 
     def _finish(self, trial, status: str) -> None:
-        self.running.discard(trial.trial_id)
+        self.running.pop(trial.trial_id, None)
         if trial.trial_id not in self.finished:
             self.finished[trial.trial_id] = status
             cell = self._cell(trial)
@@ -72,7 +72,8 @@ class Progress(Callback):
 
     def status_line(self) -> str:
         done_cells = sum(1 for c, n in self.cells.items() if self.cell_done.get(c, 0) >= n)
-        in_flight = len({c for c in self.cells if 0 < self.cell_done.get(c, 0) < self.cells[c]} | set())
+        started = set(self.running.values()) | {c for c in self.cells if self.cell_done.get(c, 0) > 0}
+        in_flight = sum(1 for c in started if c in self.cells and self.cell_done.get(c, 0) < self.cells[c])
         elapsed = time.time() - self.started
         done = len(self.finished)
         eta = f"{elapsed / done * (self.total - done) / 60:.1f} min" if done else "?"

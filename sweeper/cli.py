@@ -11,8 +11,15 @@ import sys
 from sweeper.errors import SweeperError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line too (argparse prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"sweeper: error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sweeper", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from sweeper.data import cli as data_cli

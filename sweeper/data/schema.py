@@ -216,7 +216,7 @@ class Manifest:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as err:
-            raise StaysError(f"{where}: not valid JSON ({err.msg} at line {err.lineno}); re-run the prepare step") from None
+            raise StaysError(f"{where}: not valid JSON ({err.msg}, line {err.lineno}); re-run the prepare step") from None
         if not isinstance(raw, dict):
             raise StaysError(f"{where}: expected a JSON object; re-run the prepare step")
         version = raw.get("schema_version")

@@ -335,6 +335,10 @@ def run(options: RunOptions) -> Path:
         profile = pick_profile(options.spec, options.profile, cluster_has_gpu(options.address))
         spec, spec_file = load_spec(options.spec, profile)
         run_dir = resolve_run_dir(options, spec.name)
+        if options.data or spec.data.path:  # a bad stays folder fails here, before the run folder exists
+            from sweeper.data.schema import read_manifest
+
+            read_manifest(Path(options.data or spec.data.path))
         _save_run_files(run_dir, spec_file, options, profile)
     cells = expand_cells(spec)
     progress = Progress(run_dir, quiet=options.quiet, metric=objective(spec))

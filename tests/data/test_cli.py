@@ -80,11 +80,18 @@ def test_help_exits_0_and_names_the_options(capsys, argv, options):
         assert option in captured.out, (argv, option)
 
 
-def test_unknown_data_command_is_a_usage_error(capsys):
+@pytest.mark.parametrize(("argv", "text"), [
+    (["data", "shuffle"], "sweeper data: argument DATA_COMMAND: invalid choice: 'shuffle'"),
+    (["data", "synth", "--n-stays", "many", "--out", "x"], "sweeper data synth: argument --n-stays: invalid int value: 'many'"),
+    (["run"], "sweeper run: the following arguments are required: spec"),
+    (["plan", "smoke", "--colour"], "sweeper: unrecognized arguments: --colour"),
+])
+def test_usage_mistakes_are_one_line(capsys, argv, text):
     with pytest.raises(SystemExit) as exit_:
-        main(["data", "shuffle"])
+        main(argv)
     assert exit_.value.code == 2
-    assert "invalid choice: 'shuffle'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"sweeper: error: {text}") and "--help`" in err, err
 
 
 def test_synth_creates_a_valid_folder(capsys, tmp_path):

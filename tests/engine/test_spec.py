@@ -400,3 +400,26 @@ def test_metric_selects_and_reaches_the_trial(tmp_path):
 
     assert objective(spec) == "val_auprc"
     assert load_raw(tmp_path, spec_with()).metric == "auroc"
+
+
+@pytest.mark.parametrize("problem", ["no-such-folder", "not-a-stays-folder"])
+def test_run_with_bad_data_fails_before_writing_a_run_folder(tmp_path, capsys, problem):
+    data = tmp_path / "stays"
+    if problem == "not-a-stays-folder":
+        data.mkdir()
+    rc = main(["run", "smoke", "--data", str(data), "--results", str(tmp_path / "results")])
+    line = assert_one_line_error(capsys, rc, f"sweeper: error: {data}")
+    assert "sweeper data synth" in line
+    assert not (tmp_path / "results").exists()  # nothing half-written
+
+
+def test_run_folder_mistakes_are_one_line(tmp_path, capsys):
+    results = tmp_path / "results"
+    rc = main(["run", "smoke", "--resume", "--results", str(results)])
+    assert_one_line_error(capsys, rc, f"sweeper: error: --resume: no run of 'smoke' under {results / 'smoke'}", ["sweeper run smoke"])
+    (results / "smoke" / "r").mkdir(parents=True)
+    rc = main(["run", "smoke", "--resume", "--run-name", "r", "--results", str(results)])
+    assert_one_line_error(capsys, rc, f"sweeper: error: --resume: {results / 'smoke' / 'r'} is not a sweeper run folder (no run.json)")
+    rc = main(["run", "smoke", "--run-name", "r", "--results", str(results)])
+    assert_one_line_error(capsys, rc, f"sweeper: error: {results / 'smoke' / 'r'}: run folder exists", ["--resume"])
+    assert [p.name for p in (results / "smoke" / "r").iterdir()] == []  # nothing written into it

@@ -118,8 +118,7 @@ def test_tensorboard_event_files(resumed_smoke):
 ASHA_SPEC = """
 name: asha
 seed: 0
-data:
-  synthetic: {n_stays: 400, seed: 1, strengths: {timeseries: 0.0}}
+data: {path: STAYS}
 tasks: [ihm]
 modality_subsets:
   explicit: [[discharge], [timeseries]]
@@ -131,23 +130,37 @@ budgets: {tune_trials: 4, max_epochs: 4, grace_period: 1, reduction_factor: 2, p
 final: {seeds: 1}
 resources: {cpus_per_trial: 1}
 """
+MARKER = b"zqxmarker"
 
 
-def test_asha_does_not_starve_a_weak_cell(tmp_path, session_killer):
-    """A cell of one pure-noise modality gets the rungs its own ASHA gives, whatever the strong cell does.
+@pytest.fixture(scope="module")
+def asha_run(tmp_path_factory, session_killer):
+    """A sweep with a pure-noise time series cell beside a discharge-note cell whose notes each carry
+    a marker word; runs after the resume tests, as its own `sweeper run` (its own local Ray)."""
+    from sweeper.data.stays import write_stays
+    from sweeper.data.synthetic import SynthConfig, generate
 
-    Runs after the resume tests, as its own `sweeper run` (its own local Ray), like a user would.
-    """
-    spec = tmp_path / "asha.yaml"
-    spec.write_text(ASHA_SPEC)
-    run = _sweeper(["run", str(spec), "--results", str(tmp_path), "--run-name", "r", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    root = tmp_path_factory.mktemp("asha")
+    frame, manifest = generate(SynthConfig(n_stays=400, seed=1, strengths={**SynthConfig().strengths, "timeseries": 0.0}))
+    has_note = frame["discharge_text"].notna()
+    frame.loc[has_note, "discharge_text"] = [f"{text} {MARKER.decode()}{i:05d}" for i, text in enumerate(frame.loc[has_note, "discharge_text"])]
+    write_stays(frame, manifest, root / "stays")
+    spec = root / "asha.yaml"
+    spec.write_text(ASHA_SPEC.replace("STAYS", str(root / "stays")))
+    run = _sweeper(["run", str(spec), "--results", str(root), "--run-name", "r"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         output, _ = run.communicate(timeout=900)
     finally:
         session_killer(run.pid)
     assert run.returncode == 0, output.decode()[-4000:]
+    return {"run_dir": root / "asha" / "r", "output": output, "ray_logs": Path("/tmp/ray/session_latest/logs").resolve()}
+
+
+def test_asha_does_not_starve_a_weak_cell(asha_run):
+    """A cell of one pure-noise modality gets the rungs its own ASHA gives, whatever the strong cell does."""
+    run_dir = asha_run["run_dir"]
     epochs: dict[str, list[int]] = {}
-    for result_file in (tmp_path / "asha" / "r" / "tune").glob("*/result.json"):
+    for result_file in (run_dir / "tune").glob("*/result.json"):
         rows = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
         if rows:
             epochs.setdefault(rows[-1]["config"]["cell"], []).append(max(int(r["epoch"]) for r in rows))
@@ -155,5 +168,20 @@ def test_asha_does_not_starve_a_weak_cell(tmp_path, session_killer):
     assert len(weak) == 4 and min(weak) >= 1  # the whole budget ran, each trial to at least the grace period
     assert max(weak) >= 2  # at least the top of its own first rung went on
     assert len(epochs["ihm__picme.supervised__discharge"]) == 4
-    best = json.loads((tmp_path / "asha" / "r" / "best_configs.json").read_text())
+    best = json.loads((run_dir / "best_configs.json").read_text())
     assert set(best) == set(epochs)
+
+
+def test_no_note_text_in_any_output_log_or_study(asha_run):
+    """Notes are read by the trials (the discharge cell learns from them), yet no marker word reaches
+    the console, a result file, TensorBoard, the Optuna study, or any log of the Ray session."""
+    board = pd.read_csv(asha_run["run_dir"] / "leaderboard.csv").set_index("subset")
+    assert board.loc["discharge", "auroc_mean"] > 0.7  # the notes were really used
+    assert MARKER not in asha_run["output"]
+    searched = 0
+    for folder in (asha_run["run_dir"], asha_run["ray_logs"]):
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                searched += 1
+                assert MARKER not in path.read_bytes(), path
+    assert searched > 20

@@ -256,7 +256,7 @@ def check_shard_schema(path: Path, manifest: Manifest, columns: list[str] | None
         if index < 0:
             raise StaysError(f"{path}: missing required column {name!r}; re-run the prepare step")
         if not actual.field(index).type.equals(dtype):
-            raise StaysError(f"{path}: column {name!r} has dtype {actual.field(index).type}, expected {dtype}")
+            raise StaysError(f"{path}: column {name!r} has dtype {actual.field(index).type}, expected {dtype}; re-run the prepare step (or `sweeper data synth`) that wrote it")
 
 
 def read_stays(stays_dir: str | Path, split: str | None = None, columns: list[str] | None = None) -> tuple[pa.Table, Manifest]:

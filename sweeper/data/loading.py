@@ -295,18 +295,21 @@ class StaysCollate:
     def _tokens(self, batch, present) -> dict[str, np.ndarray]:
         """Observed-only tokens: descriptors at t = 0, then each (series, window) median at the
         window's centre, in time order; right-padded (``tok_mask`` False) to the batch's longest."""
-        vocab, demo, ts = self.vocab(), self.manifest.demographics, self.manifest.timeseries
+        vocab, ts = self.vocab(), self.manifest.timeseries
         n_series = len(ts.features) if ts else 0
-        static = self._static_tokens(batch, self._rows(present, "demographics"), n_series)
+        static = self._static_tokens(batch, self._rows(present, "demographics"), n_series, vocab)
         series_rows = self._rows(present, "timeseries")
+        if ts is not None:  # the z-score of each series, once per batch
+            ts_mean = np.asarray(ts.mean, np.float32)
+            ts_std = np.asarray(ts.std, np.float32)
+            ts_std = np.where(ts_std > 0, ts_std, 1.0)
         stays = []
         for i in range(len(present)):
             feature, value, time, klass = static[i]
             if series_rows[i] and batch["ts_event_feature"][i] is not None:
                 f, w, med = window_medians(batch["ts_event_feature"][i], batch["ts_event_value"][i], batch["ts_event_time"][i], vocab.windows, vocab.window_hours)
-                mean, std = np.asarray(ts.mean, np.float32)[f], np.asarray(ts.std, np.float32)[f]
                 feature = feature + f.tolist()
-                value = value + ((med - mean) / np.where(std > 0, std, 1.0)).tolist()
+                value = value + ((med - ts_mean[f]) / ts_std[f]).tolist()
                 time = time + ((w + 0.5) * vocab.window_hours).tolist()
                 klass = klass + [0] * len(f)
             stays.append((feature, value, time, klass))
@@ -324,7 +327,7 @@ class StaysCollate:
             out["tok_class"][i, :n], out["tok_mask"][i, :n] = klass, True
         return out
 
-    def _static_tokens(self, batch, rows, n_series: int) -> list[tuple[list, list, list, list]]:
+    def _static_tokens(self, batch, rows, n_series: int, vocab: TokenVocab) -> list[tuple[list, list, list, list]]:
         demo = self.manifest.demographics
         tokens = [([], [], [], []) for _ in rows]
         for j, field in enumerate(demo.numeric):
@@ -332,17 +335,14 @@ class StaysCollate:
             z = (raw - demo.mean[field]) / (demo.std[field] or 1.0)
             for i in np.flatnonzero(rows & ~np.isnan(raw)):
                 tokens[i][0].append(n_series + j), tokens[i][1].append(float(z[i])), tokens[i][2].append(0.0), tokens[i][3].append(0)
-        offset = 1
+        class_id = {name: k for k, name in enumerate(vocab.classes)}  # the vocabulary is the one layout of class ids
         for j, field in enumerate(demo.categorical):
-            categories = demo.categories.get(field, [])
-            lookup = {c: offset + k for k, c in enumerate(categories)}
             for i in np.flatnonzero(rows):
                 value = batch[demo_column(field)][i]
                 if value is None:
                     continue
                 tokens[i][0].append(n_series + len(demo.numeric) + j), tokens[i][1].append(0.0), tokens[i][2].append(0.0)
-                tokens[i][3].append(lookup.get(value, offset + len(categories)))
-            offset += len(categories) + 1
+                tokens[i][3].append(class_id.get(f"{field}={value}", class_id[f"{field}=?"]))
         return tokens
 
     def _aggregates(self, batch, present) -> np.ndarray:
@@ -372,13 +372,13 @@ def window_medians(features, values, times, n_windows: int, window_hours: float)
     keep = np.isfinite(values) & np.isfinite(times)
     features, values, times = features[keep], values[keep], times[keep]
     window = np.clip((times // window_hours).astype(np.int64), 0, n_windows - 1)
-    key = window * (features.max(initial=0) + 1) + features
+    width = features.max(initial=0) + 1
+    key = window * width + features
     order = np.lexsort((values, key))
     key, values = key[order], values[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
     counts = np.diff(np.r_[starts, len(key)])
     median = (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
-    width = features.max(initial=0) + 1
     return key[starts] % width, key[starts] // width, median.astype(np.float32)
 
 

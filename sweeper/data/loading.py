@@ -9,8 +9,9 @@ A trainable picks one of three input kinds (``INPUT_KINDS``): ``tensors`` (the a
 static descriptors as tokens at t = 0; MedFuse) or ``aggregates`` (per-stay last / mean / min /
 max / count of each series plus the encoded descriptors; classical models).
 
-Ray Data tasks here ask for a fraction of a CPU (``DATA_CPUS``): trial workers hold whole CPUs,
-and reads that need a whole one would wait forever behind them (RAY_NOTES.md).
+The shards are read by the driver, where the stays folder is, and handed to Ray Data as Arrow
+blocks in the object store: no Ray task on another node opens a file (a cluster need not share a
+filesystem), and no read waits for a CPU that trial workers hold (RAY_NOTES.md).
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ from sweeper.data.schema import (
 )
 from sweeper.data.stays import check_shard_schema, shard_paths
 
-DATA_CPUS = 0.01
 TEXT_FEATURES = 2**12
 TEXT_MODALITIES = ("discharge", "radiology")
 INPUT_KINDS = ("tensors", "tokens", "aggregates")
@@ -116,9 +116,8 @@ def _keep_present(batch: pa.Table, columns: list[str]) -> pa.Table:
 def split_dataset(stays_dir: str | Path, split: str, modalities, tasks):
     """The stays of ``split`` that have at least one of ``modalities``, as a ``ray.data.Dataset``.
 
-    Only the id, the tasks' labels and the modalities' columns are read. The engine materializes
-    these once per run, before trials hold the CPUs (inside a trial, Ray Data's CPU budget is what
-    the Train workers leave, which on a small machine is nothing).
+    Only the id, the tasks' labels and the modalities' columns are read, one Arrow block per
+    shard. The engine materializes these once per run, before trials hold the CPUs.
     """
     import ray.data
 
@@ -127,10 +126,10 @@ def split_dataset(stays_dir: str | Path, split: str, modalities, tasks):
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     for task in tasks:
         check_labels(stays_dir, split, task)
-    paths = [str(p) for p in shard_paths(stays_dir, manifest, split)]
-    dataset = ray.data.read_parquet(paths, columns=needed_columns(manifest, modalities, tasks), num_cpus=DATA_CPUS)
+    columns = needed_columns(manifest, modalities, tasks)
     presence = [presence_column(m) for m in modalities]
-    return dataset.map_batches(_keep_present, batch_format="pyarrow", fn_kwargs={"columns": presence}, num_cpus=DATA_CPUS, batch_size=None)
+    blocks = [_keep_present(pq.read_table(path, columns=columns), presence) for path in shard_paths(stays_dir, manifest, split)]
+    return ray.data.from_arrow([b for b in blocks if b.num_rows] or blocks[:1])
 
 
 class StaysCollate:
@@ -144,8 +143,15 @@ class StaysCollate:
     [N, width] (z-scored numerics + missing flags, one-hots + unknown slot).
     """
 
-    def __init__(self, manifest: Manifest, modalities, task: str, carry_forward: bool = True, inputs: str = "tensors", window_hours: float = 2.0):
+    def __init__(
+        self, manifest: Manifest, modalities, task: str, carry_forward: bool = True, inputs: str = "tensors", window_hours: float = 2.0,
+        features: dict | None = None, raw_text: bool = False,
+    ):
         self.manifest = manifest
+        # Precomputed per-stay embeddings that replace a modality's raw input: {modality: (ids, [n, dim])},
+        # ids sorted (a frozen text encoder's cache, a pre-training stage's frozen encoders).
+        self.features = dict(features or {})
+        self.raw_text = raw_text  # notes as strings (a text model runs in the trial), not as features
         self.modalities = check_subset(manifest, modalities)
         self.task = check_task(task)
         self.carry_forward = carry_forward
@@ -197,7 +203,11 @@ class StaysCollate:
             return {"features": (len(self.aggregate_names()),)}
         shapes: dict[str, tuple[int, ...]] = {}
         for modality in self.modalities:
-            if modality in TEXT_MODALITIES:
+            if modality in self.features:
+                shapes[modality] = (self.features[modality][1].shape[1],)
+            elif modality in TEXT_MODALITIES and self.raw_text:
+                shapes[modality] = ()
+            elif modality in TEXT_MODALITIES:
                 shapes[modality] = (TEXT_FEATURES,)
             elif modality == "cxr":
                 shapes[modality] = (1, self.manifest.cxr_size, self.manifest.cxr_size)
@@ -225,6 +235,12 @@ class StaysCollate:
             return out
         for index, modality in enumerate(self.modalities):
             rows = present[:, index]
+            if modality in self.features:
+                out[modality] = torch.from_numpy(self._lookup(out["stay_id"], modality, rows))
+                continue
+            if modality in TEXT_MODALITIES and self.raw_text:
+                out[modality] = np.array([t if keep and t is not None else "" for t, keep in zip(batch[f"{modality}_text"], rows)], dtype=object)
+                continue
             encode = getattr(self, f"_{modality}") if modality not in TEXT_MODALITIES else self._text
             out[modality] = torch.from_numpy(encode(batch, modality, rows))
         return out
@@ -234,6 +250,20 @@ class StaysCollate:
             return np.stack([np.asarray(row, dtype=np.float32) for row in labels]).astype(np.float32)
         labels = np.array(labels, dtype=np.float32)  # a writable copy: torch shares its memory
         return np.log1p(labels) if self.task == "los" else labels
+
+    def _lookup(self, stay_ids: np.ndarray, modality: str, rows: np.ndarray) -> np.ndarray:
+        """The precomputed embedding of each present stay (zeros where absent: the mask says so)."""
+        ids, matrix = self.features[modality]
+        out = np.zeros((len(stay_ids), matrix.shape[1]), dtype=np.float32)
+        if len(ids):
+            where = np.clip(np.searchsorted(ids, stay_ids), 0, len(ids) - 1)
+            found = rows & (ids[where] == stay_ids)
+            if (rows & ~found).any():
+                raise StaysError(f"{modality}: {int((rows & ~found).sum())} present stays have no precomputed embedding; the cache is stale, delete it")
+            out[found] = matrix[where[found]]
+        elif rows.any():
+            raise StaysError(f"{modality}: no precomputed embeddings; the cache is empty, delete it")
+        return out
 
     def _text(self, batch, modality, rows) -> np.ndarray:
         from sklearn.feature_extraction.text import HashingVectorizer
@@ -413,21 +443,28 @@ def _carry_forward(values: np.ndarray) -> np.ndarray:
 
 
 def collate_all(batches, collate: StaysCollate) -> dict:
-    """Collate every batch, concatenate, and keep the stays with a modality of the subset."""
+    """Collate every batch, concatenate, and keep the stays with a modality of the subset, in
+    stay-id order (Ray Data may hand blocks over in any order; training must not depend on it)."""
     import torch
 
     parts = [collate(batch) for batch in batches]
     keep = np.concatenate([p["present"].any(dim=1).numpy() for p in parts]) if parts else np.zeros(0, bool)
     if not keep.any():
         raise StaysError(f"no stay has any of {', '.join(collate.modalities)}; choose another modality subset")
+    ids = np.concatenate([p["stay_id"] for p in parts])
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(ids[order], kind="stable")]
     out = {}
     for key in parts[0]:
         if key == "stay_id":
-            out[key] = np.concatenate([p[key] for p in parts])[keep]
+            out[key] = ids[order]
+            continue
+        if isinstance(parts[0][key], np.ndarray):  # raw notes
+            out[key] = np.concatenate([p[key] for p in parts])[order]
             continue
         tensors = [p[key] for p in parts]
         if tensors[0].ndim == 2 and len({t.shape[1] for t in tensors}) > 1:  # token batches: pad to the longest
             width = max(t.shape[1] for t in tensors)
             tensors = [torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors]
-        out[key] = torch.cat(tensors)[torch.from_numpy(keep)]
+        out[key] = torch.cat(tensors)[torch.from_numpy(order)]
     return out

@@ -1,7 +1,10 @@
 """Live status of a phase: one line (cells done / in flight, trials, best so far, ETA).
 
 A Tune callback, so it runs in the driver. It also appends every trial start / finish / error to
-``trial_events.jsonl`` in the run folder: what resume checks and post-mortems read.
+``trial_events.jsonl`` in the run folder: what resume checks and post-mortems read. A finish
+names the node and device the trial's Train worker ran on; ``retry`` marks a trial Tune restarts
+after a failure (e.g. its node was lost) and ``restart`` a trial whose Train job started its
+epochs again (Train replaced its worker group).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class Progress(Callback):
         self.started = time.time()
         self.finished: dict[str, str] = {}
         self.running: dict[str, str] = {}  # trial id → cell
+        self.last: dict[str, dict] = {}  # trial id → its latest result's epoch, node and device
         self.cell_done: dict[str, int] = {}
         self.best = (float("-inf"), "")
         self._last_print = 0.0
@@ -50,6 +54,11 @@ class Progress(Callback):
         self._log("start", trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        previous = self.last.get(trial.trial_id)
+        epoch = result.get("epoch")
+        if previous and epoch is not None and previous.get("epoch") is not None and epoch <= previous["epoch"]:
+            self._log("restart", trial, epoch=epoch, node=result.get("node_id"))
+        self.last[trial.trial_id] = {"epoch": epoch, "node": result.get("node_id"), "device": result.get("device")}
         value = result.get(self.metric)
         if value is not None and value == value and value > self.best[0]:
             self.best = (float(value), self._cell(trial))
@@ -61,7 +70,8 @@ class Progress(Callback):
             self.finished[trial.trial_id] = status
             cell = self._cell(trial)
             self.cell_done[cell] = self.cell_done.get(cell, 0) + 1
-        self._log(status, trial)
+        last = self.last.get(trial.trial_id, {})
+        self._log(status, trial, node=last.get("node"), device=last.get("device"))
         self._maybe_print(force=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -69,6 +79,9 @@ class Progress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "error")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._log("retry", trial, node=self.last.get(trial.trial_id, {}).get("node"))
 
     def status_line(self) -> str:
         done_cells = sum(1 for c, n in self.cells.items() if self.cell_done.get(c, 0) >= n)

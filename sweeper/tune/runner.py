@@ -33,6 +33,11 @@ def objective(spec: Spec) -> str:
     """The reported metric the tune phase maximises (``metric`` in the spec, on validation)."""
     return f"val_{spec.metric}"
 DEFAULT_RESULTS = Path("results")
+# A trial's own actor only drives its Train job; the Train workers ask for the real resources. It
+# holds no CPU: even 0.01 CPU on a node leaves less than a whole CPU there, and a worker asking for
+# one whole CPU then never fits (seen on a multi-node cluster: the final phase waited forever).
+# Memory is what the driver process really costs.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
 
 
 @dataclasses.dataclass
@@ -235,8 +240,7 @@ def _trainable(context):
 
     from sweeper.tune.trial import run_trial
 
-    # The trial's own actor only drives the Train job; its workers ask for the real resources.
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), {"CPU": 0.01})
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), TRIAL_DRIVER_RESOURCES)
 
 
 def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool):
@@ -358,6 +362,11 @@ def run(options: RunOptions) -> Path:
             )
         progress.say(f"{slots} trial slots; dashboard: http://127.0.0.1:8265" if local else f"{slots} trial slots")
         context = _trial_context(spec, cells, stays, run_dir)
+        from sweeper.tune.stages import run_stages, text_features
+
+        cache_root = Path(options.results).absolute() / ".cache" / "embeddings"
+        context = dataclasses.replace(context, features=text_features(cells, context.base_configs, stays, cache_root, progress, run_dir))
+        context = run_stages(spec, cells, context, run_dir, slots, options.resume, progress)
         best, tune_results = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
         results = final_phase(spec, cells, best, context, run_dir, slots, options.resume, progress)
         from sweeper.tune.collect import write_outputs

@@ -23,9 +23,12 @@ class TrialContext:
     cpus_per_worker: float
     gpus_per_worker: float
     workers: int
-    train_max_failures: int = 1
+    # A failed Train job fails its trial; Tune's FailureConfig retries it, and the retry's Train job
+    # resumes from the same run's last checkpoint. One retry layer, so every retry is logged.
+    train_max_failures: int = 0
     controller_failure_limit: int = 5  # worker-group start attempts of 60 s each
     checkpoint_every: int = 0
+    features: dict = dataclasses.field(default_factory=dict)  # cell_id -> {modality: ObjectRef of (ids, matrix)}
 
 
 def build_trainer(config: dict, context: TrialContext, trial_name: str):
@@ -51,8 +54,11 @@ def build_trainer(config: dict, context: TrialContext, trial_name: str):
         "checkpoint_every": context.checkpoint_every,
         "manifest_json": context.manifest_json,
         "torch_threads": max(1, int(context.cpus_per_worker)),
+        "features": context.features.get(cell.cell_id, {}),
     }
-    splits = ("train", "val", "test") if final else ("train", "val")
+    if config.get("stage"):
+        loop_config["stage"] = config["stage"]
+    splits = ("train", "val", "test") if final or config.get("stage") else ("train", "val")
     datasets = {split: context.datasets[split] for split in splits}
     use_gpu = context.gpus_per_worker > 0
     resources = {"CPU": context.cpus_per_worker}

@@ -26,6 +26,22 @@ def choose_device():
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _node_id() -> str | None:
+    """The Ray node this worker runs on (None outside Ray, e.g. in unit tests)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def resolve_features(features: dict | None) -> dict:
+    """``{modality: (ids, matrix)}`` from the engine's ``{modality: ObjectRef}`` (or plain tuples)."""
+    if not features:
+        return {}
+    import ray
+
+    return {m: (ray.get(v) if isinstance(v, ray.ObjectRef) else v) for m, v in features.items()}
+
+
 def task_loss(task: str, labels):
     """The task's loss: weighted BCE (pos_weight = n_neg / n_pos) for ihm, BCE for phenotyping."""
     import torch
@@ -133,24 +149,31 @@ def run_training(config: dict, session) -> None:
     from sweeper.data.schema import Manifest
     from sweeper.evaluation.metrics import compute_metrics
     from trainables import registry
+    from trainables.encoders import lora_rank
 
     torch.set_num_threads(int(config.get("torch_threads", 1)))
     seed = int(config["seed"])
     torch.manual_seed(seed)
     np.random.seed(seed)
     device = choose_device()
+    where = {"node_id": _node_id(), "device": device.type}  # reported with every result
 
     manifest = Manifest.from_json(config["manifest_json"])
     task, final = config["task"], bool(config.get("final", False))
     trainable = registry.get(config["method"])
-    collate = StaysCollate(manifest, config["modalities"], task, inputs=trainable.inputs, window_hours=float(config.get("window_hours", 2.0)))
-    splits = ("train", "val", "test") if final else ("train", "val")
+    collate = StaysCollate(
+        manifest, config["modalities"], task, inputs=trainable.inputs, window_hours=float(config.get("window_hours", 2.0)),
+        features=resolve_features(config.get("features")), raw_text=lora_rank(config) > 0,
+    )
+    splits = ("train", "val", "test") if final or config.get("stage") else ("train", "val")
     # Small cohorts fit in memory: read each shard once through Ray Data, then iterate tensors.
     data = {
         split: collate_all(session.dataset(split).iter_batches(batch_size=1024, batch_format="numpy"), collate)
         for split in splits
     }
 
+    if config.get("stage"):  # a stage other trainables depend on (e.g. picme.pretrain)
+        return registry.stage(config["stage"]).run(config, data, collate, session)
     if trainable.fit is not None:
         return _run_estimator(trainable, config, collate, data, session, final)
     model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
@@ -210,6 +233,7 @@ def run_training(config: dict, session) -> None:
             "epoch": epoch + 1,
             "train_loss": total / max(seen, 1),
             "train_seconds": train_seconds,
+            **where,
             f"best_val_{select}": best_score,
             **{f"val_{k}": v for k, v in val.items()},
         }
@@ -251,7 +275,7 @@ def _run_estimator(trainable, config: dict, collate, data: dict, session, final:
     train_seconds = time.perf_counter() - started
     scores = {split: _estimator_scores(estimator, x, collate.n_outputs()) for split, (x, _) in arrays.items() if split != "train"}
     val = compute_metrics(arrays["val"][1], scores["val"])
-    metrics = {"epoch": 1, "train_seconds": train_seconds, f"best_val_{config.get('select_metric', 'auroc')}": val[config.get("select_metric", "auroc")], **{f"val_{k}": v for k, v in val.items()}}
+    metrics = {"epoch": 1, "train_seconds": train_seconds, "node_id": _node_id(), "device": "cpu", f"best_val_{config.get('select_metric', 'auroc')}": val[config.get("select_metric", "auroc")], **{f"val_{k}": v for k, v in val.items()}}
     if not final:
         session.report(metrics)
         return

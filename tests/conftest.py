@@ -70,6 +70,11 @@ class InMemorySession:
             model = Path(checkpoint_dir) / MODEL_FILE
             if model.exists():  # the checkpoint folder is temporary: keep the bytes
                 self.model_bytes = model.read_bytes()
+            import shutil
+            import tempfile
+
+            self.artifact = Path(tempfile.mkdtemp(prefix="artifact-"))  # a stage's whole checkpoint
+            shutil.copytree(checkpoint_dir, self.artifact, dirs_exist_ok=True)
 
     def checkpoint(self):
         return None

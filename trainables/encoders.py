@@ -1,6 +1,8 @@
 """Per-modality encoders shared by every method family; each maps its modality to ``d`` dims.
 
-CPU-sized defaults (METHODS.md, "Modalities and encoders"): hashed bag-of-words → MLP for notes,
+CPU-sized defaults (METHODS.md, "Modalities and encoders"): for notes an MLP over the frozen
+``text_encoder``'s cached embeddings (default all-MiniLM-L6-v2; ``bag``: hashed bag-of-words), or,
+with ``text_lora_r`` > 0, the HF model itself with LoRA adapters trained in the trial;
 a small ResNet for 1-channel images, an LSTM over hourly bins with mask channels, an MLP for
 demographics. Input shapes come from ``sweeper.data.loading.StaysCollate.input_shapes``.
 """
@@ -87,9 +89,20 @@ class DemographicsMLP(nn.Module):
         return self.net(x)
 
 
+def lora_rank(config: dict) -> int:
+    """LoRA rank of the text encoder (``text_lora_r``; 0: frozen or bag-of-words)."""
+    return int(config.get("text_lora_r") or 0)
+
+
 def build_encoder(modality: str, input_shape: tuple[int, ...], d: int, config: dict) -> nn.Module:
     """The default CPU-sized encoder of ``modality`` for inputs of ``input_shape``."""
     if modality in ("discharge", "radiology"):
+        if lora_rank(config):  # raw notes in, the HF model with LoRA adapters trains in the trial
+            from trainables.text import DEFAULT_TEXT_MODEL, HFTextEncoder
+
+            lora = {"r": lora_rank(config), **{k: config[f"text_{k}"] for k in ("lora_alpha", "lora_dropout", "target_modules") if f"text_{k}" in config}}
+            return HFTextEncoder(config.get("text_encoder") or DEFAULT_TEXT_MODEL, d, int(config.get("text_max_length", 128)), lora)
+        # hashed bag-of-words, or a frozen encoder's cached embeddings (``text_encoder``)
         return TextBagEncoder(input_shape[0], d, dropout=config.get("dropout", 0.1))
     if modality == "cxr":
         return SmallResNet(d, width=config.get("cnn_width", 16))

@@ -34,10 +34,47 @@ class Trainable:
     fit: Callable[..., Any] | None = None
     """Set for non-torch methods: ``fit(estimator, X, y, X_val, y_val)`` fits in place; the
     trial is then one "epoch" (no per-epoch early stopping to do)."""
+    frozen: bool = False
+    """Reads the ``needs`` stage's frozen per-modality embeddings in place of its raw inputs."""
+    needs: str | None = None
+    """The stage (``register_stage``) whose artifact every trial of this method reads; the engine
+    runs that stage once per modality subset, data and stage config, before the tune phase."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A task-agnostic step other trainables depend on (e.g. PiCME's contrastive pre-training).
+
+    ``run(config, data, collate, session)`` trains inside a Ray Train worker on the collated splits
+    and reports its artifact (a folder) with its last result. ``config_keys`` are the config entries
+    that define the artifact (with the subset and data hash they form its key); ``defaults`` their
+    values when the dependent method's config does not set them. ``read(folder)`` turns an artifact
+    folder into what dependent trials get: ``{"features": {modality: (ids, matrix)}, "config": {...}}``.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    read: Callable[..., dict]
+    config_keys: tuple[str, ...]
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    paper: str = ""
 
 
 _REGISTRY: dict[str, Trainable] = {}
+_STAGES: dict[str, Stage] = {}
 _loaded = False
+
+
+def register_stage(stage: Stage) -> Stage:
+    if stage.name in _STAGES:
+        raise ValueError(f"stage {stage.name!r} is registered twice")
+    _STAGES[stage.name] = stage
+    return stage
+
+
+def stage(name: str) -> Stage:
+    _load_families()
+    return _STAGES[name]
 
 
 def register(trainable: Trainable) -> Trainable:

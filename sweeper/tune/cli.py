@@ -26,6 +26,7 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
         f"  by subset size: {by(lambda c: len(c.modalities))}",
         f"tune phase: {tune_trials} trials (≤ {budgets.tune_trials} per cell, Optuna TPE + ASHA grace {budgets.grace_period}, reduction {budgets.reduction_factor:g})"
         if budgets.tune_trials else "tune phase: skipped (tune_trials: 0, each cell runs its default config)",
+        *_stages(spec, cells),
         f"final phase: {final_trials} trials ({spec.final.seeds} seeds per cell, early stop after {budgets.patience} epochs without gain)",
         f"worst-case trial-epochs: {(tune_trials + final_trials) * budgets.max_epochs} ({budgets.max_epochs} epochs max per trial)",
         f"resources per trial: {spec.resources.workers_per_trial} worker(s) × {spec.resources.cpus_per_trial:g} CPU"
@@ -33,6 +34,15 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
         f"cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU → " + (f"{slots} trials at once" if slots else "no trial fits (pick another --profile)"),
     ]
     return "\n".join(lines)
+
+
+def _stages(spec, cells) -> list[str]:
+    """One line per stage the cells depend on: how many runs (one per subset and stage config)."""
+    from sweeper.tune.stages import stage_jobs
+
+    jobs = stage_jobs(spec, cells, data_hash="")
+    counts = Counter(job["stage"] for job in jobs.values())
+    return [f"{name} phase: {n} runs (one per subset and config), read by {sum(len(j['dependents']) for j in jobs.values() if j['stage'] == name)} cells" for name, n in counts.items()]
 
 
 def _skipped(spec, cells) -> str:

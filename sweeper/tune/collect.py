@@ -37,6 +37,13 @@ def copy_model(checkpoint_path: str, out: Path) -> bool:
     return True
 
 
+def copy_checkpoint(checkpoint_path: str, out: Path) -> None:
+    """Copy a whole checkpoint folder (a stage's artifact) to ``out`` on this machine."""
+    filesystem, path = _filesystem(checkpoint_path)
+    out.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(out), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem())
+
+
 def _seed_predictions(table, seed: int) -> SeedPredictions:
     labels = np.asarray(table["label"].to_pylist(), dtype=np.float64)
     scores = np.asarray(table["score"].to_pylist(), dtype=np.float64)

@@ -2,7 +2,8 @@
 
 A cell is one task × modality subset × method × extra-axis values. Within a cell the tune phase
 searches the method's space; the final phase re-runs the cell's best config on K seeds.
-Profiles are partial specs deep-merged over the base before validation (``--profile NAME``).
+Profiles are partial specs deep-merged over the base before validation (``--profile NAME``); a
+null in a profile removes that key of the base (e.g. ``methods: {picme.mlstm: null}``).
 """
 from __future__ import annotations
 
@@ -251,8 +252,12 @@ def expand_cells(spec: Spec) -> list[Cell]:
 
 
 def _merge(base: dict, override: dict) -> dict:
+    """``override`` deep-merged over ``base``; a null value removes the key (e.g. a method)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+            continue
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
     return out
 

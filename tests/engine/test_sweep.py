@@ -125,7 +125,7 @@ modality_subsets:
 methods:
   picme.supervised:
     search: {lr: {loguniform: [3.0e-4, 3.0e-3]}}
-    fixed: {d: 16}
+    fixed: {d: 16, text_encoder: bag}
 budgets: {tune_trials: 4, max_epochs: 4, grace_period: 1, reduction_factor: 2, patience: 4}
 final: {seeds: 1}
 resources: {cpus_per_trial: 1}

@@ -12,6 +12,12 @@ from torch import nn
 
 from trainables.encoders import build_encoder
 from trainables.registry import Trainable, register
+from trainables.text import DEFAULT_TEXT_MODEL
+
+# Notes go through the frozen offline all-MiniLM-L6-v2 (embeddings cached once per stay) unless a
+# spec picks another ``text_encoder`` (a hub id or local path; ``bag`` for hashed bag-of-words) or
+# fine-tunes it with ``text_lora_r`` > 0.
+TEXT_DEFAULTS = {"text_encoder": DEFAULT_TEXT_MODEL, "text_max_length": 128, "text_lora_r": 0}
 
 
 class ConcatFusion(nn.Module):
@@ -19,12 +25,15 @@ class ConcatFusion(nn.Module):
         super().__init__()
         d = int(config["d"])
         self.modalities = list(input_shapes)
-        self.encoders = nn.ModuleDict({m: build_encoder(m, shape, d, config) for m, shape in input_shapes.items()})
+        self.encoders = nn.ModuleDict({m: self.make_encoder(m, shape, d, config) for m, shape in input_shapes.items()})
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
         width = d * len(self.modalities)
         self.head = nn.Sequential(
             nn.LayerNorm(width), nn.Dropout(config.get("dropout", 0.1)), nn.Linear(width, d), nn.GELU(), nn.Linear(d, n_outputs)
         )
+
+    def make_encoder(self, modality: str, shape: tuple[int, ...], d: int, config: dict) -> nn.Module:
+        return build_encoder(modality, shape, d, config)
 
     def embed(self, batch: dict) -> torch.Tensor:
         """The concatenated per-modality embeddings [N, d·|S|] (absent blocks = missing vectors)."""
@@ -43,7 +52,7 @@ register(
     Trainable(
         name="picme.supervised",
         build_model=ConcatFusion,
-        defaults={"d": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
+        defaults={"d": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, **TEXT_DEFAULTS},
         paper="PiCME §3 supervised baseline (000_3fa7bb705ac3a9f3)",
     )
 )

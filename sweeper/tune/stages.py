@@ -1,0 +1,129 @@
+"""What trials read besides the stays: frozen-encoder embeddings and stage artifacts.
+
+Before the tune phase the driver
+1. encodes every note once per frozen text encoder (``sweeper.data.embeddings``; a later sweep
+   over the same data reads the cache and encodes nothing), and
+2. runs each stage a trainable ``needs`` (e.g. ``picme.pretrain``) once per (stage, modality subset,
+   stage config, data hash), however many cells, tasks, trials and seeds depend on it: the
+   ``pretrain`` phase, one Tune trial per artifact. Artifacts land in ``<run>/artifacts/<stage>/``
+   with an ``index.json`` saying which cells read each one.
+Embeddings go into the object store once; each trial gets references to its cell's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from sweeper.tune.spec import Cell, Spec, trial_config
+
+TEXT_MODALITIES = ("discharge", "radiology")
+BAG = "bag"
+
+
+def text_encoder_of(config: dict) -> str:
+    return str(config.get("text_encoder") or BAG)
+
+
+def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root: Path, progress, run_dir: Path) -> dict[str, dict]:
+    """cell id → {text modality: ObjectRef of (ids, matrix)} for cells whose text encoder is frozen.
+    ``<run>/embeddings.json`` records, per encoder and modality, the stays and the forward passes
+    this run spent (0 when the cache had them)."""
+    import ray
+
+    from sweeper.data.embeddings import last_forward_passes, text_embeddings
+
+    refs: dict[tuple, object] = {}
+    record: list[dict] = []
+    out: dict[str, dict] = {}
+    for cell in cells:
+        config = base_configs[cell.cell_id]
+        encoder = text_encoder_of(config)
+        if encoder == BAG or config.get("text_lora_r"):
+            continue
+        for modality in (m for m in cell.modalities if m in TEXT_MODALITIES):
+            key = (encoder, int(config.get("text_max_length", 128)), modality)
+            if key not in refs:
+                ids, matrix = text_embeddings(stays, modality, encoder=encoder, max_length=key[1], cache_root=cache_root)
+                passes = last_forward_passes()
+                progress.say(f"[embed] {modality} notes, {encoder}: {len(ids)} stays, " + (f"{passes} forward passes" if passes else "read from the cache"))
+                record.append({"encoder": encoder, "max_length": key[1], "modality": modality, "stays": len(ids), "forward_passes": passes})
+                refs[key] = ray.put((ids, matrix))
+            out.setdefault(cell.cell_id, {})[modality] = refs[key]
+    if record:
+        (run_dir / "embeddings.json").write_text(json.dumps(record, indent=2))
+    return out
+
+
+def stage_jobs(spec: Spec, cells: list[Cell], data_hash: str) -> dict[str, dict]:
+    """Artifact key → the stage run that makes it and the cells that read it."""
+    from trainables import registry
+
+    jobs: dict[str, dict] = {}
+    for cell in cells:
+        needs = registry.get(cell.method).needs
+        if not needs:
+            continue
+        stage = registry.stage(needs)
+        base = trial_config(spec, cell, {})
+        config = {k: base.get(k, stage.defaults.get(k)) for k in stage.config_keys}
+        config = {k: v for k, v in config.items() if v is not None}
+        identity = json.dumps({"stage": stage.name, "subset": list(cell.modalities), "config": config, "data": data_hash, "seed": spec.seed}, sort_keys=True)
+        key = f"{'+'.join(cell.modalities)}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
+        job = jobs.setdefault(key, {"stage": stage.name, "subset": list(cell.modalities), "config": config, "cell": cell.cell_id, "dependents": []})
+        job["dependents"].append(cell.cell_id)
+    return jobs
+
+
+def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress):
+    """Run the missing stage artifacts; returns the context with each dependent cell's inputs added."""
+    import ray
+    from ray import tune
+
+    from sweeper.tune.collect import copy_checkpoint
+    from sweeper.tune.runner import _run_phase, _trainable
+    from trainables import registry
+
+    data_hash = read_manifest_hash(context)
+    jobs = stage_jobs(spec, cells, data_hash)
+    if not jobs:
+        return context
+    root = run_dir / "artifacts"
+    todo = {key: job for key, job in jobs.items() if not (root / job["stage"] / key / "done").exists()}
+    if todo:
+        progress.start_phase("pretrain", total_trials=len(todo), cells={job["cell"]: 1 for job in todo.values()})
+        runs = [{"cell": job["cell"], "stage": job["stage"], "seed": spec.seed, "params": {}, "key": key} for key, job in sorted(todo.items())]
+        results = _run_phase("pretrain", run_dir, _trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots), {"run": tune.grid_search(runs)}, [progress], resume)
+        for result in results:
+            run = (result.config or {}).get("run", {})
+            metrics = result.metrics or {}
+            if not metrics.get("done") or "checkpoint_path" not in metrics:
+                raise RuntimeError(f"stage {run.get('stage')} on {run.get('key')}: no artifact (error: {result.error}); see {run_dir / 'pretrain'}, then --resume")
+            folder = root / run["stage"] / run["key"]
+            if folder.exists():
+                shutil.rmtree(folder)
+            copy_checkpoint(metrics["checkpoint_path"], folder)
+            (folder / "done").write_text(result.path)
+    index: dict[str, dict] = {}
+    features, configs = dict(context.features), {k: dict(v) for k, v in context.base_configs.items()}
+    for key, job in sorted(jobs.items()):
+        stage = registry.stage(job["stage"])
+        artifact = stage.read(str(root / job["stage"] / key))
+        refs = {m: ray.put(v) for m, v in artifact["features"].items()}
+        for cell_id in job["dependents"]:
+            cell = context.cells[cell_id]
+            configs[cell_id].update(artifact["config"])
+            if registry.get(cell.method).frozen:
+                features[cell_id] = {**features.get(cell_id, {}), **refs}
+        index.setdefault(job["stage"], {})[key] = {k: job[k] for k in ("subset", "config", "dependents")}
+    for stage_name, entries in index.items():
+        (root / stage_name / "index.json").write_text(json.dumps(entries, indent=2, sort_keys=True))
+    return dataclasses.replace(context, features=features, base_configs=configs)
+
+
+def read_manifest_hash(context) -> str:
+    from sweeper.data.schema import Manifest
+
+    return Manifest.from_json(context.manifest_json).content_hash

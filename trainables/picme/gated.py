@@ -1,0 +1,44 @@
+"""``picme.mlstm`` — PiCME's Modality-Gated LSTM (METHODS.md §1).
+
+The subset's encoders (as in ``picme.supervised``, trained end to end from scratch) give one
+embedding per modality; they are fed as a sequence, one modality per step in the canonical order,
+to an LSTM cell whose input to the cell state is scaled by that modality's λ
+(``trainables.picme.mlstm``); the final hidden state → MLP head. λ is the final λ of the
+``picme.pretrain`` run of the same subset (a stage dependency: the engine injects it as ``lam``),
+or a fixed vector given as ``lam`` in the config. An absent modality's step gets its learned
+missing vector, as in the supervised baseline.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainables.picme.contrastive import PRETRAIN_DEFAULTS
+from trainables.picme.mlstm import ModalityGatedLSTM
+from trainables.picme.supervised import ConcatFusion
+from trainables.registry import Trainable, register
+
+
+class GatedFusion(ConcatFusion):
+    def __init__(self, config: dict, input_shapes: dict[str, tuple[int, ...]], n_outputs: int):
+        super().__init__(config, input_shapes, n_outputs)
+        d = self.d = int(config["d"])
+        lam = config.get("lam")
+        if lam is None or len(lam) != len(self.modalities):
+            raise ValueError(f"picme.mlstm on {'+'.join(self.modalities)}: needs lam, one weight per modality (got {lam!r})")
+        self.register_buffer("lam", torch.tensor([float(x) for x in lam]))
+        self.lstm = ModalityGatedLSTM(d, d)
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.get("dropout", 0.1)), nn.Linear(d, d), nn.GELU(), nn.Linear(d, n_outputs))
+
+    def forward(self, batch: dict) -> dict:
+        steps = self.embed(batch).split(self.d, dim=1)
+        return {"logits": self.head(self.lstm(list(steps), self.lam))}
+
+
+register(
+    Trainable(
+        name="picme.mlstm", build_model=GatedFusion, needs="picme.pretrain",
+        defaults={**PRETRAIN_DEFAULTS, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
+        paper="PiCME §3.4 Modality-Gated LSTM (000_3fa7bb705ac3a9f3)",
+    )
+)

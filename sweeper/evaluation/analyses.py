@@ -74,13 +74,15 @@ def block_attributions(
     block_size: int,
     target: int | None = None,
     n_steps: int = 32,
+    baseline: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Share of Integrated-Gradients attribution per modality block, summing to 1.
 
     ``forward`` maps ``[N, D]`` to logits ``[N, C]``, ``[N, 1]`` or ``[N]`` (put a module in eval
     mode first, or dropout makes the path integral noisy); ``inputs`` is ``[N, D]`` with
     ``D = block_size * len(blocks)``, block b in columns ``[b·block_size, (b+1)·block_size)``.
-    IG uses a zero baseline (a zero embedding); |attribution| is summed over stays and block columns.
+    IG uses a zero baseline (a zero embedding) unless ``baseline`` ([D] or [N, D]) is given;
+    |attribution| is summed over stays and block columns.
     ``target`` picks the output column when C > 1. All shares are NaN when every attribution is 0.
     """
     if inputs.ndim != 2 or inputs.shape[1] != block_size * len(blocks):
@@ -93,7 +95,7 @@ def block_attributions(
         output_shape = tuple(forward(inputs).shape)
     target = _checked_target(output_shape, target)
     attributions = IntegratedGradients(forward).attribute(
-        inputs, baselines=torch.zeros_like(inputs), target=target, n_steps=n_steps
+        inputs, baselines=torch.zeros_like(inputs) if baseline is None else baseline.detach().expand_as(inputs).to(inputs), target=target, n_steps=n_steps
     )
     per_column = attributions.detach().abs().sum(dim=0).double()
     per_block = per_column.reshape(len(blocks), block_size).sum(dim=1)

@@ -94,3 +94,13 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A small data frame as a markdown table (its index too, when it is not a plain range)."""
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    rounded = frame.round(digits)
+    lines = [_table_row([str(c) for c in rounded.columns]), _table_row(["---"] * len(rounded.columns))]
+    lines += [_table_row(["" if v != v else v for v in row]) for row in rounded.itertuples(index=False)]
+    return "\n".join(lines)

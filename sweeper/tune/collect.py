@@ -95,7 +95,7 @@ def write_tensorboard(results_by_phase: dict, rows: list[dict], run_dir: Path) -
             writer.add_hparams(hparams, metrics, run_name=row["cell_id"])
 
 
-def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, tune_results=None):
+def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, tune_results=None, stays_dir: Path | None = None):
     per_cell = gather_final(final_results, run_dir)
     rows = []
     for cell in cells:
@@ -107,6 +107,13 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
         row["cell_id"] = cell.cell_id
         rows.append(row)
     board = write_leaderboard(rows, run_dir, rank_by=spec.metric)
+    if stays_dir is not None:
+        from sweeper.evaluation.report import markdown_summary, write_analyses
+
+        summary = markdown_summary(write_analyses(cells, per_cell, final_results, run_dir, stays_dir))
+        if summary:
+            with (run_dir / "leaderboard.md").open("a") as handle:
+                handle.write("\n" + summary + "\n")
     phases = {"final": final_results, **({"tune": tune_results} if tune_results is not None else {})}
     write_tensorboard(phases, rows, run_dir)
     return board

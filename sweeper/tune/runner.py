@@ -343,6 +343,9 @@ def run(options: RunOptions) -> Path:
             from sweeper.data.schema import read_manifest
 
             read_manifest(Path(options.data or spec.data.path))
+        from sweeper.tune.stages import check_text_encoders
+
+        check_text_encoders(spec, spec_file)
         _save_run_files(run_dir, spec_file, options, profile)
     cells = expand_cells(spec)
     progress = Progress(run_dir, quiet=options.quiet, metric=objective(spec))
@@ -371,7 +374,7 @@ def run(options: RunOptions) -> Path:
         results = final_phase(spec, cells, best, context, run_dir, slots, options.resume, progress)
         from sweeper.tune.collect import write_outputs
 
-        write_outputs(spec, cells, best, results, run_dir, tune_results=tune_results)
+        write_outputs(spec, cells, best, results, run_dir, tune_results=tune_results, stays_dir=stays)
     progress.say(f"done in {time.perf_counter() - started:.0f} s → {run_dir / 'leaderboard.csv'}")
     return run_dir
 

@@ -27,6 +27,22 @@ def text_encoder_of(config: dict) -> str:
     return str(config.get("text_encoder") or BAG)
 
 
+def check_text_encoders(spec: Spec, spec_file: Path) -> None:
+    """Every text model a method reads resolves to a local folder (downloading a hub id if it can),
+    or the run stops here, before its folder exists, naming the spec key."""
+    from sweeper.errors import SweeperError
+    from trainables import registry
+    from trainables.text import resolve_text_model
+
+    for method, options in spec.methods.items():
+        encoder = options.fixed.get("text_encoder", registry.get(method).defaults.get("text_encoder"))
+        if encoder and encoder != BAG and any(set(subset) & set(TEXT_MODALITIES) for subset in spec.modality_subsets.expand()):
+            try:
+                resolve_text_model(str(encoder))
+            except SweeperError as err:
+                raise SweeperError(f"{spec_file}: methods.{method}.fixed.text_encoder: {err}") from None
+
+
 def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root: Path, progress, run_dir: Path) -> dict[str, dict]:
     """cell id → {text modality: ObjectRef of (ids, matrix)} for cells whose text encoder is frozen.
     ``<run>/embeddings.json`` records, per encoder and modality, the stays and the forward passes

@@ -243,6 +243,7 @@ def run_training(config: dict, session) -> None:
             test_scores = predict(model, data["test"], device)
             test = compute_metrics(_labels_numpy(data["test"]), test_scores)
             metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=epoch + 1)
+            metrics.update(modality_attributions(model, data["test"], device))
             with tempfile.TemporaryDirectory() as folder:
                 _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], test_scores)
                 if config.get("save_model"):  # the best-epoch weights, for reuse (e.g. medfuse transfer_from)
@@ -261,6 +262,36 @@ def run_training(config: dict, session) -> None:
             session.report(metrics)
         if stop:
             return
+
+
+def modality_attributions(model, data: dict, device, max_stays: int = 1000) -> dict:
+    """``ig_<modality>``: each modality block's share of Integrated-Gradients attribution on the
+    concatenated embeddings (models with ``embed`` and ``fuse``), over up to ``max_stays`` test stays
+    that have every modality of the subset (an absent block is the learned missing vector, which
+    says nothing about what the modality carries). Several outputs (phenotypes) are attributed
+    through their mean logit."""
+    if not (hasattr(model, "embed") and hasattr(model, "fuse")):
+        return {}
+    import torch
+
+    from sweeper.evaluation.analyses import block_attributions
+
+    complete = torch.nonzero(data["present"].all(dim=1)).flatten()[:max_stays]
+    if len(complete) < 2:
+        return {}
+    model.eval()
+    batch = _to_device(_select(data, complete), device)
+    with torch.no_grad():
+        z = model.embed(batch)
+    modalities = list(model.modalities)
+
+    def forward(x):
+        logits = model.fuse(x)
+        return logits.mean(dim=1) if logits.ndim == 2 and logits.shape[1] > 1 else logits
+
+    # Baseline: the mean embedding, so a block's constant offset earns it no attribution.
+    shares = block_attributions(forward, z, modalities, z.shape[1] // len(modalities), baseline=z.mean(dim=0))
+    return {f"ig_{m}": float(v) for m, v in shares.items()}
 
 
 def _run_estimator(trainable, config: dict, collate, data: dict, session, final: bool) -> None:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -141,7 +142,7 @@ def _final_metrics(run_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((run_dir / "predictions").glob("*/seed-*.parquet")):
         table = pd.read_parquet(path).sort_values("stay_id")
-        rows.append({"cell": path.parent.name, "seed": path.stem, "scores": table["score"].round(6).tolist()})
+        rows.append({"cell": path.parent.name, "seed": path.stem, "stays": table["stay_id"].tolist(), "scores": np.round(np.stack(table["score"]), 6).tolist()})
     return pd.DataFrame(rows)
 
 

@@ -76,3 +76,24 @@ def test_second_sweep_over_the_same_data_encodes_no_note(picme_runs):
     assert [e["modality"] for e in first] == ["discharge"] and first[0]["forward_passes"] > 0
     second = json.loads((picme_runs["second"] / "embeddings.json").read_text())
     assert second == [{**first[0], "forward_passes": 0}]
+
+
+def test_analyses_are_written_and_summarised(picme_runs):
+    run = picme_runs["first"]
+    analyses = run / "analyses"
+    lam = pd.read_csv(analyses / "lambda.csv")
+    assert set(lam["subset"]) == SUBSETS
+    assert lam.groupby("subset")["lambda"].sum().between(1 - 1e-5, 1 + 1e-5).all()
+    alignment = pd.read_csv(analyses / "alignment.csv")
+    assert set(alignment["subset"]) == SUBSETS and alignment["top5_alignment"].between(0, 1).all()
+    shares = pd.read_csv(analyses / "attributions.csv")
+    assert set(shares["method"]) == {"picme.contrastive", "picme.mlstm"}
+    assert shares.groupby("cell_id")["ig_share"].sum().between(1 - 1e-4, 1 + 1e-4).all()
+    assert shares["lambda"].notna().all()  # IG beside the λ of the same subset
+    subgroups = pd.read_csv(analyses / "subgroups.csv")
+    assert {"Gender", "Ethnicity", "Age Group"} <= set(subgroups["group"]) and len(set(subgroups["cell_id"])) == 8
+    groups = pd.read_csv(analyses / "phenotype_groups.csv")
+    assert len(groups) == 4 and {"acute", "chronic", "mixed"} <= set(groups.columns)
+    markdown = (run / "leaderboard.md").read_text()
+    for title in ("Integrated-Gradients share", "Final λ", "Top-5 alignment", "Phenotype AUROC by group", "AUROC per subgroup"):
+        assert title in markdown

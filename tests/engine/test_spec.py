@@ -423,3 +423,16 @@ def test_run_folder_mistakes_are_one_line(tmp_path, capsys):
     rc = main(["run", "smoke", "--run-name", "r", "--results", str(results)])
     assert_one_line_error(capsys, rc, f"sweeper: error: {results / 'smoke' / 'r'}: run folder exists", ["--resume"])
     assert [p.name for p in (results / "smoke" / "r").iterdir()] == []  # nothing written into it
+
+
+@pytest.mark.parametrize("encoder, says", [("some-org/no-such-model", "HF_HUB_OFFLINE is set"), ("/no/such/model", "no such model folder")])
+def test_run_with_an_unloadable_text_model_fails_before_writing_a_run_folder(tmp_path, capsys, monkeypatch, encoder, says):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = tmp_path / "badtext.yaml"
+    spec.write_text(
+        "name: badtext\ndata: {synthetic: {n_stays: 100}}\ntasks: [ihm]\nmodality_subsets: {explicit: [[discharge]]}\n"
+        f"methods:\n  picme.supervised: {{fixed: {{text_encoder: '{encoder}'}}}}\n"
+    )
+    rc = main(["run", str(spec), "--results", str(tmp_path / "results")])
+    assert_one_line_error(capsys, rc, f"sweeper: error: {spec}: methods.picme.supervised.fixed.text_encoder: text model {encoder!r}", [says])
+    assert not (tmp_path / "results").exists()

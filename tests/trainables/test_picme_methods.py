@@ -76,7 +76,7 @@ def test_mlstm_without_lambda_is_a_clear_error(synth_stays, in_memory_session):
 def test_supervised_learns_from_frozen_minilm_note_embeddings(synth_stays, in_memory_session, tmp_path):
     from sweeper.data.embeddings import text_embeddings
 
-    ids, matrix = text_embeddings(synth_stays, "discharge", max_length=32, cache_root=tmp_path)
+    ids, matrix = text_embeddings(synth_stays, "discharge", max_length=64, cache_root=tmp_path)
     assert matrix.shape[1] == 384
     session = in_memory_session(synth_stays)
     run_training(_config(synth_stays, "picme.supervised", ["discharge"], features={"discharge": (ids, matrix)}), session)

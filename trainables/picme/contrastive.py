@@ -108,7 +108,8 @@ def pretrain(config: dict, data: dict, collate, session) -> None:
                         z[chunk] = encoders[m](data[split][m][chunk])
                     blocks.append(z.numpy())
                 embeddings[m] = np.concatenate(blocks)[order].astype(np.float32)
-        np.savez(os.path.join(folder, EMBEDDINGS_FILE), stay_id=ids[order], **embeddings)
+        present = torch.cat([data[s]["present"] for s in data]).numpy()[order]
+        np.savez(os.path.join(folder, EMBEDDINGS_FILE), stay_id=ids[order], present=present, **embeddings)
         final = dict(zip(modalities, best[2]))
         with open(os.path.join(folder, LAMBDA_FILE), "w") as handle:
             json.dump({"modalities": modalities, "final": final, "best_val_loss": best[0], "history": history}, handle, indent=2)
@@ -120,7 +121,7 @@ def read_artifact(folder: str) -> dict:
     """Frozen embeddings per modality and the final λ (in the subset's canonical order)."""
     with np.load(os.path.join(folder, EMBEDDINGS_FILE), allow_pickle=False) as saved:
         ids = saved["stay_id"].astype(str)
-        features = {m: (ids, saved[m]) for m in saved.files if m != "stay_id"}
+        features = {m: (ids, saved[m]) for m in saved.files if m not in ("stay_id", "present")}
     with open(os.path.join(folder, LAMBDA_FILE)) as handle:
         lam = json.load(handle)
     return {"features": features, "config": {"lam": [lam["final"][m] for m in lam["modalities"]]}}

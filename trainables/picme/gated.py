@@ -30,9 +30,8 @@ class GatedFusion(ConcatFusion):
         self.lstm = ModalityGatedLSTM(d, d)
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.get("dropout", 0.1)), nn.Linear(d, d), nn.GELU(), nn.Linear(d, n_outputs))
 
-    def forward(self, batch: dict) -> dict:
-        steps = self.embed(batch).split(self.d, dim=1)
-        return {"logits": self.head(self.lstm(list(steps), self.lam))}
+    def fuse(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(list(z.split(self.d, dim=1)), self.lam))
 
 
 register(

@@ -44,8 +44,12 @@ class ConcatFusion(nn.Module):
             blocks.append(torch.where(present, z, self.missing[modality].expand_as(z)))
         return torch.cat(blocks, dim=1)
 
+    def fuse(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from the concatenated embeddings (what Integrated Gradients attributes over)."""
+        return self.head(z)
+
     def forward(self, batch: dict) -> dict:
-        return {"logits": self.head(self.embed(batch))}
+        return {"logits": self.fuse(self.embed(batch))}
 
 
 register(

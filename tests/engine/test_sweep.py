@@ -83,6 +83,8 @@ def test_leaderboard_has_one_row_per_cell_with_filled_intervals(resumed_smoke):
 def test_resume_reran_no_finished_trial(resumed_smoke):
     restarted = {e["trial_id"] for e in resumed_smoke["after"] if e["event"] == "start"}
     assert not restarted & resumed_smoke["finished_before"]
+    print(f"\nresume: {len(resumed_smoke['finished_before'])} trials finished before the kill, "
+          f"{len(restarted & resumed_smoke['finished_before'])} of them re-run; {len(restarted)} started on resume")
 
 
 def test_every_cell_has_all_its_seeds_and_predictions(resumed_smoke):

@@ -98,6 +98,7 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     import ray
     from ray import tune
 
+    from sweeper.errors import SweeperError
     from sweeper.tune.collect import copy_checkpoint
     from sweeper.tune.runner import _run_phase, _trainable
     from trainables import registry
@@ -116,7 +117,7 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
             run = (result.config or {}).get("run", {})
             metrics = result.metrics or {}
             if not metrics.get("done") or "checkpoint_path" not in metrics:
-                raise RuntimeError(f"stage {run.get('stage')} on {run.get('key')}: no artifact (error: {result.error}); see {run_dir / 'pretrain'}, then --resume")
+                raise SweeperError(f"stage {run.get('stage')} on {run.get('key')}: no artifact; see the errors under {run_dir / 'pretrain'}, then --resume")
             folder = root / run["stage"] / run["key"]
             if folder.exists():
                 shutil.rmtree(folder)

@@ -100,8 +100,11 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
     rows = []
     for cell in cells:
         seeds = sorted(per_cell.get(cell.cell_id, []), key=lambda s: s.seed)
-        if not seeds:
-            raise SweeperError(f"final phase: cell {cell.cell_id!r} has no finished seed; see {run_dir / 'final'}, then --resume")
+        if len(seeds) < spec.final.seeds:
+            raise SweeperError(
+                f"final phase: cell {cell.cell_id!r} finished {len(seeds)} of its {spec.final.seeds} seeds; "
+                f"see the errors under {run_dir / 'final'}, then --resume"
+            )
         info = {**cell.row(), "best_config": best[cell.cell_id]}
         row = aggregate_cell(info, seeds, n_resamples=spec.final.bootstrap_resamples)
         row["cell_id"] = cell.cell_id

@@ -254,7 +254,10 @@ def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: di
     if path.exists() and tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
         if done.exists():
-            return tuner.get_results()
+            results = tuner.get_results()
+            # --resume re-runs a finished phase's errored or never-run trials, and only those.
+            if not (resume and any(r.error is not None or not r.metrics for r in results)):
+                return results
         if not resume:
             raise SweeperError(f"{path}: an unfinished phase is here; pass --resume to finish it")
     else:
@@ -321,8 +324,9 @@ def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, r
 
     runs = [{"cell": c.cell_id, "seed": seed, "final": True, "params": best[c.cell_id]} for c in cells for seed in range(spec.final.seeds)]
     progress.start_phase("final", total_trials=len(runs), cells={c.cell_id: spec.final.seeds for c in cells})
-    # Final trials always run to their end, so their actors can be reused (one process start less).
-    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=True)
+    # No actor reuse: after a trial failed (a lost node), Tune could not reuse a function
+    # trainable's actor ("reuse requires reset_config()") and a pending seed never ran.
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=False)
     return _run_phase("final", run_dir, _trainable(context), tune_config, {"run": tune.grid_search(runs)}, [progress], resume)
 
 

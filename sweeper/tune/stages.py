@@ -17,9 +17,9 @@ import json
 import shutil
 from pathlib import Path
 
+from sweeper.data.loading import TEXT_MODALITIES
 from sweeper.tune.spec import Cell, Spec, trial_config
 
-TEXT_MODALITIES = ("discharge", "radiology")
 BAG = "bag"
 
 

@@ -11,7 +11,6 @@ missing vector, as in the supervised baseline.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trainables.picme.contrastive import PRETRAIN_DEFAULTS
 from trainables.picme.mlstm import ModalityGatedLSTM
@@ -28,7 +27,9 @@ class GatedFusion(ConcatFusion):
             raise ValueError(f"picme.mlstm on {'+'.join(self.modalities)}: needs lam, one weight per modality (got {lam!r})")
         self.register_buffer("lam", torch.tensor([float(x) for x in lam]))
         self.lstm = ModalityGatedLSTM(d, d)
-        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(config.get("dropout", 0.1)), nn.Linear(d, d), nn.GELU(), nn.Linear(d, n_outputs))
+
+    def fused_width(self, d: int) -> int:
+        return d  # the head reads the LSTM's final hidden state
 
     def fuse(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.lstm(list(z.split(self.d, dim=1)), self.lam))

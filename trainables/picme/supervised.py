@@ -27,10 +27,14 @@ class ConcatFusion(nn.Module):
         self.modalities = list(input_shapes)
         self.encoders = nn.ModuleDict({m: self.make_encoder(m, shape, d, config) for m, shape in input_shapes.items()})
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
-        width = d * len(self.modalities)
+        width = self.fused_width(d)
         self.head = nn.Sequential(
             nn.LayerNorm(width), nn.Dropout(config.get("dropout", 0.1)), nn.Linear(width, d), nn.GELU(), nn.Linear(d, n_outputs)
         )
+
+    def fused_width(self, d: int) -> int:
+        """Width of what ``fuse`` hands the head: the concatenated embeddings."""
+        return d * len(self.modalities)
 
     def make_encoder(self, modality: str, shape: tuple[int, ...], d: int, config: dict) -> nn.Module:
         return build_encoder(modality, shape, d, config)

@@ -6,7 +6,8 @@ Two kinds of uncertainty are reported side by side (ARCHITECTURE.md, "Aggregate"
   a Student-t 95% CI over the K seed-level metrics (``seed_ci``);
 * over test stays — how much it would move on another test set of the same size: a stratified
   percentile bootstrap of the seed-mean metric (``bootstrap_ci``), and the paired version for the
-  difference between two methods on the same stays (``paired_comparison``).
+  difference between two cells on the stays both were tested on (``paired_comparison``), which
+  ``compare_with_best`` applies to every cell against its task's top cell.
 
 Metrics themselves come only from ``sweeper.evaluation.metrics``. A bootstrap resample is held as
 draw counts, one weight per test stay, so every resample of a seed is scored in one vectorised
@@ -82,14 +83,23 @@ def paired_comparison(
     metric: str = "auroc",
     n_resamples: int = 1000,
     seed: int = 0,
+    shared_stays: bool = False,
 ) -> dict[str, float]:
     """Difference ``a − b`` of the seed-mean ``metric`` on the same test stays, with uncertainty.
 
     Both methods are scored on the same stratified resamples (a paired bootstrap), so the CI and
     the two-sided p-value reflect only how the difference varies over test stays. The p-value is
     twice the smaller bootstrap tail beyond zero, with the +1 correction so it is never 0.
-    Returns ``difference, ci_low, ci_high, p_value, n_resamples``.
+    With ``shared_stays`` both are first cut to the test stays they share (cells of different
+    modality subsets are tested on the stays that have one of their modalities); otherwise they
+    must have been tested on the same stays.
+    Returns ``difference, ci_low, ci_high, p_value, n_resamples, n_stays``.
     """
+    if shared_stays:
+        shared = np.intersect1d(_sorted_ids(a[0]), _sorted_ids(b[0]))
+        if shared.size == 0:
+            raise MetricsError("paired_comparison: the two cells share no test stay")
+        a, b = restrict_to_stays(a, shared), restrict_to_stays(b, shared)
     labels_a, scores_a = _aligned_predictions(a)
     labels_b, scores_b = _aligned_predictions(b)
     ids_a, ids_b = _sorted_ids(a[0]), _sorted_ids(b[0])
@@ -116,7 +126,54 @@ def paired_comparison(
         "ci_high": high,
         "p_value": float(p_value),
         "n_resamples": int(diffs.size),
+        "n_stays": int(labels_a.shape[0]),
     }
+
+
+def restrict_to_stays(seeds: list[SeedPredictions], stay_ids) -> list[SeedPredictions]:
+    """Each seed's predictions on only the given stays (ids it lacks are ignored)."""
+    wanted = np.asarray(stay_ids).astype(str)
+    out = []
+    for predictions in seeds:
+        keep = np.isin(np.asarray(predictions.stay_ids).astype(str), wanted)
+        out.append(dataclasses.replace(
+            predictions, stay_ids=np.asarray(predictions.stay_ids)[keep],
+            labels=np.asarray(predictions.labels)[keep], scores=np.asarray(predictions.scores)[keep],
+        ))
+    return out
+
+
+def compare_with_best(rows: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric: str = "auroc",
+                      n_resamples: int = 1000) -> None:
+    """Add to every leaderboard row its paired difference in ``metric`` from its task's top cell.
+
+    The top cell of a task is the one with the highest seed-mean ``metric``. Each other cell is
+    compared with it on the test stays both were scored on (``paired_comparison`` with
+    ``shared_stays``): ``vs_best`` (this cell − top cell, so ≤ 0 at the point estimate), its 95%
+    bootstrap CI, a two-sided p-value and the number of shared stays. The top cell's own row gets
+    a difference of 0 and no CI or p-value. Rows are updated in place.
+    """
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row)
+    for task_rows in by_task.values():
+        ranked = [r for r in task_rows if r.get(f"{metric}_mean") == r.get(f"{metric}_mean")]
+        if not ranked:
+            continue
+        best = max(ranked, key=lambda r: r[f"{metric}_mean"])
+        for row in task_rows:
+            row.update(vs_best_cell=best["cell_id"], vs_best=float("nan"), vs_best_ci_low=float("nan"),
+                       vs_best_ci_high=float("nan"), vs_best_p=float("nan"), vs_best_n_stays=0)
+            if row is best:
+                row.update(vs_best=0.0, vs_best_n_stays=row["n_test_stays"])
+                continue
+            try:
+                result = paired_comparison(seeds_by_cell[row["cell_id"]], seeds_by_cell[best["cell_id"]], metric,
+                                           n_resamples=n_resamples, shared_stays=True)
+            except MetricsError:  # no shared stay: the two cells cannot be compared
+                continue
+            row.update(vs_best=result["difference"], vs_best_ci_low=result["ci_low"], vs_best_ci_high=result["ci_high"],
+                       vs_best_p=result["p_value"], vs_best_n_stays=result["n_stays"])
 
 
 def aggregate_cell(cell: dict, seeds: list[SeedPredictions], n_resamples: int = 1000) -> dict:

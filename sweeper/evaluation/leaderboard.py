@@ -17,6 +17,7 @@ from sweeper.evaluation.metrics import METRICS
 
 # Columns every row has that are not an extra sweep axis (e.g. a missingness rate).
 _FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config", "cell_id"}
+_COMPARISON_COLUMNS = {"vs_best_cell", "vs_best", "vs_best_ci_low", "vs_best_ci_high", "vs_best_p", "vs_best_n_stays"}
 _METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high")
 
 
@@ -29,8 +30,8 @@ def write_leaderboard(rows: list[dict], out_dir: Path, rank_by: str = "auroc") -
         frame = frame.sort_values(
             ["task", f"{rank_by}_mean"], ascending=[True, False], na_position="last", kind="stable"
         ).reset_index(drop=True)
-    _write_atomically(out_dir / "leaderboard.csv", frame.to_csv(index=False))
-    _write_atomically(out_dir / "leaderboard.md", leaderboard_markdown(frame, rank_by))
+    write_atomically(out_dir / "leaderboard.csv", frame.to_csv(index=False))
+    write_atomically(out_dir / "leaderboard.md", leaderboard_markdown(frame, rank_by))
     return frame
 
 
@@ -39,23 +40,50 @@ def leaderboard_markdown(frame: pd.DataFrame, rank_by: str = "auroc") -> str:
     lines = ["# Leaderboard", ""]
     if frame.empty:
         return "\n".join(lines + ["No cells were evaluated.", ""])
-    lines += [
+    for paragraph in leaderboard_legend(frame, rank_by):
+        lines += [paragraph, ""]
+    for task, table in display_tables(frame, rank_by).items():
+        lines += [f"## {task}", "", _table_row(table.columns), _table_row(["---"] * len(table.columns))]
+        lines += [_table_row(row) for row in table.itertuples(index=False)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def leaderboard_legend(frame: pd.DataFrame, rank_by: str = "auroc") -> list[str]:
+    """The paragraphs that say how to read ``display_tables``."""
+    legend = [
         "Each metric: mean ± std over seeds [95% bootstrap CI over test stays]. "
-        f"Ranked by mean {rank_by.upper()} within each task.",
-        "",
+        f"Ranked by mean {rank_by.upper()} within each task."
     ]
-    extra_axes = [c for c in frame.columns if c not in _FIXED_COLUMNS and not _is_metric_column(c)]
+    if "vs_best" in frame.columns:
+        legend.append(
+            f"Δ vs #1: this cell's mean {rank_by.upper()} minus the task's top cell's, on the test stays "
+            "both were scored on [95% paired bootstrap CI], and the two-sided p-value of that difference."
+        )
+    return legend
+
+
+def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.DataFrame]:
+    """Per task, the leaderboard as text cells a person reads (rows already ranked by ``write_leaderboard``)."""
+    compared = "vs_best" in frame.columns
+    extra_axes = [
+        c for c in frame.columns if c not in _FIXED_COLUMNS | _COMPARISON_COLUMNS and not _is_metric_column(c)
+    ]
     metrics = [m for m in METRICS if f"{m}_mean" in frame.columns]
-    header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics, "n_seeds"]
+    header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics,
+              *(["Δ vs #1", "p"] if compared else []), "n_seeds"]
+    tables = {}
     for task, rows in frame.groupby("task", sort=True):
-        lines += [f"## {task}", "", _table_row(header), _table_row(["---"] * len(header))]
+        body = []
         for rank, (_, row) in enumerate(rows.iterrows(), start=1):
             cells = [rank, row["method"], row["subset"], row["n_modalities"], *(row[a] for a in extra_axes)]
             cells += [_metric_cell(row, m) for m in metrics]
+            if compared:
+                cells += _comparison_cells(row, rank)
             cells.append(row.get("n_seeds", ""))
-            lines.append(_table_row(cells))
-        lines.append("")
-    return "\n".join(lines)
+            body.append([str(cell) for cell in cells])
+        tables[str(task)] = pd.DataFrame(body, columns=header)
+    return tables
 
 
 def _metric_cell(row: pd.Series, metric: str) -> str:
@@ -72,6 +100,19 @@ def _metric_cell(row: pd.Series, metric: str) -> str:
     return text
 
 
+def _comparison_cells(row: pd.Series, rank: int) -> list[str]:
+    """``["-0.021 [-0.04, -0.00]", "0.012"]``; the top cell reads ``["#1", ""]``."""
+    if rank == 1:
+        return ["#1", ""]
+    difference, low, high, p = (row.get(c) for c in ("vs_best", "vs_best_ci_low", "vs_best_ci_high", "vs_best_p"))
+    if _missing(difference):
+        return ["–", ""]
+    text = f"{difference:+.3f}"
+    if not (_missing(low) or _missing(high)):
+        text += f" [{low:+.2f}, {high:+.2f}]"
+    return [text, "" if _missing(p) else f"{p:.3f}"]
+
+
 def _table_row(cells) -> str:
     return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
@@ -84,7 +125,7 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename over it (atomic on POSIX)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -109,10 +109,14 @@ def write_analyses(cells, per_cell: dict, final_results, run_dir: Path, stays_di
     return tables
 
 
-def markdown_summary(tables: dict[str, pd.DataFrame]) -> str:
-    """A short section per analysis for ``leaderboard.md`` (the full tables are in analyses/)."""
-    from sweeper.evaluation.leaderboard import frame_markdown
+def read_analyses(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """The analyses a finished run wrote, by file stem (those it did not write are left out)."""
+    folder = Path(run_dir) / "analyses"
+    return {path.stem: pd.read_csv(path) for path in sorted(folder.glob("*.csv"))} if folder.is_dir() else {}
 
+
+def summary_tables(tables: dict[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame]]:
+    """``(title, table)`` per analysis, shaped for a person; the full tables are in analyses/."""
     sections = []
     if "attributions" in tables:
         frame = tables["attributions"].pivot_table(index=["task", "method", "subset"], columns="modality", values="ig_share")
@@ -126,4 +130,11 @@ def markdown_summary(tables: dict[str, pd.DataFrame]) -> str:
     if "subgroups" in tables:
         frame = tables["subgroups"].pivot_table(index=["group", "subgroup"], columns="cell_id", values="auroc", sort=False)
         sections.append(("Test AUROC per subgroup (counts in analyses/subgroups.csv)", frame))
-    return "\n\n".join(f"## {title}\n\n{frame_markdown(frame)}" for title, frame in sections)
+    return sections
+
+
+def markdown_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """A short section per analysis for ``leaderboard.md``."""
+    from sweeper.evaluation.leaderboard import frame_markdown
+
+    return "\n\n".join(f"## {title}\n\n{frame_markdown(frame)}" for title, frame in summary_tables(tables))

@@ -79,6 +79,13 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(args: argparse.Namespace) -> int:
+    from sweeper.evaluation.html_report import write_html_report
+
+    print(write_html_report(Path(args.run_dir)))
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="spec name in search_spaces/ (e.g. all-combos, smoke) or a path to a .yaml file")
     parser.add_argument("--profile", help="named profile of the spec (default: 'local' when the cluster has no GPU)")
@@ -98,3 +105,8 @@ def add_commands(commands) -> None:
     run.add_argument("--run-name", help="run folder name (default: a timestamp)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(handler=run_run)
+
+    about = "(re)build a finished run's report.html from its leaderboard and analyses — no Ray"
+    report = commands.add_parser("report", help=about, description=about)
+    report.add_argument("run_dir", help="a run folder, e.g. results/all-combos/20261121-200303")
+    report.set_defaults(handler=run_report)

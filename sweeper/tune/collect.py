@@ -1,4 +1,4 @@
-"""After the final phase: gather predictions, aggregate cells, write leaderboard and TensorBoard."""
+"""After the final phase: gather predictions, aggregate cells, write leaderboard, TensorBoard and the HTML report."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError
-from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell
+from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell, compare_with_best
 from sweeper.evaluation.leaderboard import write_leaderboard
 from sweeper.tune.spec import Cell, Spec
 from sweeper.tune.worker import MODEL_FILE, PREDICTIONS_FILE
@@ -109,6 +109,7 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
         row = aggregate_cell(info, seeds, n_resamples=spec.final.bootstrap_resamples)
         row["cell_id"] = cell.cell_id
         rows.append(row)
+    compare_with_best(rows, per_cell, metric=spec.metric, n_resamples=spec.final.bootstrap_resamples)
     board = write_leaderboard(rows, run_dir, rank_by=spec.metric)
     if stays_dir is not None:
         from sweeper.evaluation.report import markdown_summary, write_analyses
@@ -119,4 +120,7 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
                 handle.write("\n" + summary + "\n")
     phases = {"final": final_results, **({"tune": tune_results} if tune_results is not None else {})}
     write_tensorboard(phases, rows, run_dir)
+    from sweeper.evaluation.html_report import write_html_report
+
+    write_html_report(run_dir, rank_by=spec.metric)
     return board

@@ -9,7 +9,8 @@ Run directory ``results/<spec>/<run>/``:
   predictions/                each final trial's test predictions (stay id, label, score)
   models/                     each final trial's best weights, when the method config sets save_model: true
   trial_events.jsonl          every trial start/finish the driver saw (resume audits read it)
-  leaderboard.csv/.md, tensorboard/
+  leaderboard.csv/.md, tensorboard/, analyses/
+  report.html                 the leaderboard with plots and the analyses, one page (``sweeper report`` rebuilds it)
 """
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def test_describe_percentages_are_readable(capsys, written):
 
 
 @pytest.mark.parametrize("argv, options", [
-    (["--help"], ["data", "plan", "run"]),
+    (["--help"], ["data", "plan", "run", "report"]),
+    (["report", "--help"], ["run_dir", "report.html"]),
     (["data", "--help"], ["synth", "prepare", "describe"]),
     (["data", "synth", "--help"], ["--out", "--n-stays", "--seed", "--strength", "--presence", "--mnar", "default 2000"]),
     (["data", "prepare", "--help"], ["physionet2012", "--src", "--out", "--sets", "--seed"]),

@@ -15,7 +15,9 @@ from sweeper.evaluation.aggregate import (
     SeedPredictions,
     aggregate_cell,
     bootstrap_ci,
+    compare_with_best,
     paired_comparison,
+    restrict_to_stays,
     resample_weights,
     seed_ci,
     stratified_resamples,
@@ -158,6 +160,39 @@ def test_paired_comparison_refuses_different_test_stays():
     b = [SeedPredictions(0, np.char.add(a[0].stay_ids, "x"), a[0].labels, a[0].scores)]
     with pytest.raises(MetricsError, match="different test stays"):
         paired_comparison(a, b, n_resamples=10)
+
+
+def test_paired_comparison_on_shared_stays_uses_only_the_overlap():
+    """Cells of different subsets are tested on different stays; the paired difference is taken on
+    the stays both saw and equals the difference of the metrics computed on those stays alone."""
+    a = _cell_predictions(n_stays=300, n_seeds=2, signal=2.5, seed=3)
+    b = _cell_predictions(n_stays=300, n_seeds=2, signal=0.5, seed=3)
+    a_part = restrict_to_stays(a, a[0].stay_ids[:250])  # a saw stays 0-249, b saw 50-299
+    b_part = restrict_to_stays(b, b[0].stay_ids[50:])
+    with pytest.raises(MetricsError, match="different test stays"):
+        paired_comparison(a_part, b_part, n_resamples=10)
+    result = paired_comparison(a_part, b_part, metric="auroc", n_resamples=200, shared_stays=True)
+    shared_a, shared_b = restrict_to_stays(a, a[0].stay_ids[50:250]), restrict_to_stays(b, b[0].stay_ids[50:250])
+    assert result["n_stays"] == 200
+    assert result["difference"] == pytest.approx(_seed_mean(shared_a, "auroc") - _seed_mean(shared_b, "auroc"))
+    assert 0 < result["ci_low"] <= result["difference"] <= result["ci_high"] and result["p_value"] < 0.05
+
+
+def test_compare_with_best_marks_the_top_cell_and_scores_the_others_against_it():
+    strong = _cell_predictions(n_stays=300, n_seeds=2, signal=2.5, seed=3)
+    weak = [SeedPredictions(p.seed, p.stay_ids, p.labels, np.random.default_rng(p.seed).random(300)) for p in strong]
+    rows = [
+        {"task": "ihm", "cell_id": "weak", "auroc_mean": _seed_mean(weak, "auroc"), "n_test_stays": 300},
+        {"task": "ihm", "cell_id": "strong", "auroc_mean": _seed_mean(strong, "auroc"), "n_test_stays": 300},
+        {"task": "phenotyping", "cell_id": "alone", "auroc_mean": 0.7, "n_test_stays": 300},
+    ]
+    compare_with_best(rows, {"weak": weak, "strong": strong, "alone": strong}, metric="auroc", n_resamples=200)
+    weak_row, strong_row, alone_row = rows
+    assert strong_row["vs_best_cell"] == weak_row["vs_best_cell"] == "strong"
+    assert strong_row["vs_best"] == 0.0 and np.isnan(strong_row["vs_best_p"])
+    assert weak_row["vs_best"] == pytest.approx(weak_row["auroc_mean"] - strong_row["auroc_mean"])
+    assert weak_row["vs_best_ci_high"] < 0 and weak_row["vs_best_p"] < 0.05 and weak_row["vs_best_n_stays"] == 300
+    assert alone_row["vs_best_cell"] == "alone"  # each task has its own top cell
 
 
 def test_aggregate_cell_builds_one_leaderboard_row():

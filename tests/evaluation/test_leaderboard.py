@@ -101,3 +101,17 @@ def test_failed_write_leaves_the_previous_leaderboard_and_no_temp_files(rows, tm
 def test_nan_auroc_rows_sort_last(tmp_path):
     rows = [_row("ihm", "a", "discharge", np.nan), _row("ihm", "b", "discharge", 0.6)]
     assert list(write_leaderboard(rows, tmp_path)["method"]) == ["b", "a"]
+
+
+def test_markdown_shows_each_cells_paired_difference_from_the_top_cell(tmp_path):
+    comparison = {"vs_best_cell": "a", "vs_best_n_stays": 280}
+    rows = [
+        _row("ihm", "picme", "discharge", 0.74, vs_best=-0.0712, vs_best_ci_low=-0.11, vs_best_ci_high=-0.031, vs_best_p=0.002, **comparison),
+        _row("ihm", "medfuse", "discharge+radiology", 0.812, vs_best=0.0, vs_best_ci_low=math.nan, vs_best_ci_high=math.nan, vs_best_p=math.nan, **comparison),
+    ]
+    write_leaderboard(rows, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "Δ vs #1" in text and "paired bootstrap" in text
+    assert "| n_modalities | " + " | ".join(METRICS) + " | Δ vs #1 | p | n_seeds |" in text  # not taken for sweep axes
+    assert "| 0.700 ± 0.010 [0.68, 0.72] | #1 |  | 3 |" in text
+    assert "| -0.071 [-0.11, -0.03] | 0.002 | 3 |" in text

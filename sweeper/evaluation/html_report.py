@@ -1,0 +1,156 @@
+"""``report.html``: one self-contained page a person opens to read a finished run.
+
+Built only from what the run folder already holds (``run.json``, ``leaderboard.csv``,
+``analyses/*.csv``), so ``sweeper report RUN`` rebuilds it at any time, on any machine, without
+Ray. Per task it shows each cell's mean test metric with its 95% bootstrap CI (the top cells),
+a modality subset × method map of the same metric, and the leaderboard table with each cell's
+paired difference from the top cell; then the run's analyses. Plots are PNGs embedded in the page,
+drawn by matplotlib without a display. No stay id or note text is read.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sweeper.errors import SweeperError
+from sweeper.evaluation.leaderboard import write_atomically, display_tables, leaderboard_legend
+from sweeper.evaluation.report import read_analyses, summary_tables
+
+REPORT_FILE = "report.html"
+MAX_PLOTTED_CELLS = 30
+"""The ranked CI plot shows at most this many cells per task (the table has them all)."""
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; }
+td:nth-child(2), td:nth-child(3) { text-align: left; }
+img { max-width: 100%; }
+.legend { color: #555; font-size: 0.9em; }
+"""
+
+
+def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
+    """Write ``<run>/report.html`` from the run's leaderboard and analyses; return its path.
+
+    ``rank_by`` is the spec's ``metric``; when not given it is read from the run's own spec.
+    """
+    run_dir = Path(run_dir)
+    board_path = run_dir / "leaderboard.csv"
+    if not board_path.is_file():
+        raise SweeperError(f"{board_path}: no leaderboard; a report needs a run whose final phase finished")
+    board = pd.read_csv(board_path)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    rank_by = rank_by or _rank_metric(run_dir, info)
+    parts = [_header(run_dir, info, board, rank_by)]
+    if board.empty:
+        parts.append("<p>No cells were evaluated.</p>")
+    else:
+        parts += [f'<p class="legend">{html.escape(p)}</p>' for p in leaderboard_legend(board, rank_by)]
+        tables = display_tables(board, rank_by)
+        for task, rows in board.groupby("task", sort=True):
+            parts.append(f"<h2>{html.escape(str(task))}</h2>")
+            parts.append(_image(_ranked_plot(rows, rank_by, str(task))))
+            grid = _subset_method_grid(rows, rank_by)
+            if grid is not None:
+                parts.append(_image(_grid_plot(grid, rank_by, str(task))))
+            parts.append(tables[str(task)].to_html(index=False, border=0))
+    for title, frame in summary_tables(read_analyses(run_dir)):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(frame.round(3).to_html(border=0, na_rep=""))
+    page = (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(run_dir.name)}</title>"
+        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+    out = run_dir / REPORT_FILE
+    write_atomically(out, page)
+    return out
+
+
+def _rank_metric(run_dir: Path, info: dict) -> str:
+    """The spec's ``metric`` (what the leaderboard is ranked by), from the spec the run started with."""
+    from sweeper.tune.spec import load_spec
+
+    spec, _ = load_spec(str(run_dir / "spec.yaml"), info.get("profile"))
+    return spec.metric
+
+
+def _header(run_dir: Path, info: dict, board: pd.DataFrame, rank_by: str) -> str:
+    facts = {
+        "spec": info.get("spec", "?"),
+        "profile": info.get("profile") or "default",
+        "started": info.get("started", "?"),
+        "cells": len(board),
+        "tasks": ", ".join(sorted(board["task"].astype(str).unique())) if len(board) else "",
+        "ranked by": f"test {rank_by.upper()} (mean over seeds)",
+    }
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in facts.items())
+    return f"<h1>Run {html.escape(run_dir.name)}</h1><ul>{items}</ul>"
+
+
+def _ranked_plot(rows: pd.DataFrame, metric: str, task: str):
+    """Top cells' mean test metric with the 95% bootstrap CI over test stays, best at the top."""
+    from matplotlib.figure import Figure
+
+    top = rows.sort_values(f"{metric}_mean", ascending=False, na_position="last").head(MAX_PLOTTED_CELLS)
+    top = top.iloc[::-1]  # matplotlib draws the first row at the bottom
+    mean = top[f"{metric}_mean"].to_numpy(float)
+    low = top.get(f"{metric}_boot_low", pd.Series(np.nan, index=top.index)).to_numpy(float)
+    high = top.get(f"{metric}_boot_high", pd.Series(np.nan, index=top.index)).to_numpy(float)
+    errors = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
+    methods = sorted(top["method"].astype(str).unique())
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    figure = Figure(figsize=(9, 0.28 * len(top) + 1.4))
+    axes = figure.subplots()
+    y = np.arange(len(top))
+    for method in methods:
+        mask = (top["method"].astype(str) == method).to_numpy()
+        axes.errorbar(mean[mask], y[mask], xerr=errors[:, mask], fmt="o", color=colours[method], label=method, capsize=2)
+    axes.set_yticks(y, [f"{s}" for s in top["subset"].astype(str)], fontsize=7)
+    axes.set_xlabel(f"test {metric.upper()}: mean over seeds, 95% bootstrap CI over test stays")
+    shown = f"top {len(top)} of {len(rows)} cells" if len(rows) > len(top) else f"{len(rows)} cells"
+    axes.set_title(f"{task}: {shown}")
+    axes.legend(fontsize=7, loc="lower right")
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def _subset_method_grid(rows: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """Mean metric per (subset, method), or None when a pair has several cells (an extra axis) or
+    fewer than two subsets were run by two methods or more (the ranked plot already says it all)."""
+    if rows.duplicated(["subset", "method"]).any() or (rows.groupby("subset")["method"].nunique() >= 2).sum() < 2:
+        return None
+    grid = rows.pivot(index="subset", columns="method", values=f"{metric}_mean")
+    return grid.loc[grid.mean(axis=1).sort_values(ascending=False).index]
+
+
+def _grid_plot(grid: pd.DataFrame, metric: str, task: str):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(2.2 + 1.3 * grid.shape[1], 0.28 * grid.shape[0] + 1.6))
+    axes = figure.subplots()
+    image = axes.imshow(grid.to_numpy(float), aspect="auto", cmap="viridis")
+    axes.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
+    axes.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
+        if value == value:
+            axes.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white" if value < np.nanmean(grid.to_numpy(float)) else "black")
+    figure.colorbar(image, ax=axes, label=f"test {metric.upper()}")
+    axes.set_title(f"{task}: mean test {metric.upper()} over seeds, modality subset × method")
+    figure.tight_layout()
+    return figure
+
+
+def _image(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="plot" src="data:image/png;base64,{encoded}">'

@@ -1,0 +1,73 @@
+"""report.html: built from a run folder's files alone, one page with plots, tables and analyses."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell, compare_with_best
+from sweeper.evaluation.html_report import write_html_report
+from sweeper.evaluation.leaderboard import write_leaderboard
+
+REPO = Path(__file__).resolve().parents[2]
+SUBSETS = ["discharge", "discharge+radiology", "timeseries+demographics"]
+METHODS = ["picme.supervised", "medfuse"]
+
+
+def _seeds(signal, n_stays=120, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n_stays) < 0.3).astype(float)
+    ids = np.array([f"p{i:04d}" for i in range(n_stays)])
+    return [SeedPredictions(s, ids, labels, 1 / (1 + np.exp(-(signal * labels + rng.normal(size=n_stays))))) for s in range(2)]
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A finished run's folder as the engine leaves it: spec, run.json, leaderboard, one analysis."""
+    run = tmp_path / "smoke" / "r1"
+    run.mkdir(parents=True)
+    shutil.copyfile(REPO / "search_spaces" / "smoke.yaml", run / "spec.yaml")
+    (run / "run.json").write_text(json.dumps({"spec": "smoke", "profile": None, "started": "2026-11-21T10:00:00"}))
+    rows, seeds = [], {}
+    for task in ("ihm", "phenotyping"):
+        for i, subset in enumerate(SUBSETS):
+            for j, method in enumerate(METHODS):
+                cell_id = f"{task}__{method}__{subset}"
+                seeds[cell_id] = _seeds(0.5 + i + j, seed=i)
+                row = aggregate_cell({"task": task, "method": method, "subset": subset}, seeds[cell_id], n_resamples=50)
+                rows.append({**row, "cell_id": cell_id})
+    compare_with_best(rows, seeds, n_resamples=50)
+    write_leaderboard(rows, run)
+    (run / "analyses").mkdir()
+    pd.DataFrame({"subset": ["discharge+radiology"] * 2, "modality": ["discharge", "radiology"], "lambda": [0.7, 0.3],
+                  "artifact": ["k", "k"]}).to_csv(run / "analyses" / "lambda.csv", index=False)
+    return run
+
+
+def test_report_has_plots_tables_and_analyses_and_no_stay_ids(run_dir):
+    page = write_html_report(run_dir).read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert len(re.findall(r'<img alt="plot" src="data:image/png;base64,', page)) == 4  # ranked + grid, per task
+    assert page.count("<h2>ihm</h2>") == page.count("<h2>phenotyping</h2>") == 1
+    assert page.count("<tbody>") == 3  # a leaderboard table per task and the λ table
+    assert len(re.findall(r"<td>#1</td>", page)) == 2
+    assert "Final λ of each pre-training run" in page and "0.7" in page
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)
+    assert not re.search(r"p\d{4}", text)
+
+
+def test_report_command_rebuilds_it_without_ray_and_refuses_a_folder_without_leaderboard(run_dir, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "sweeper.cli", "report", str(run_dir)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (run_dir / "report.html").stat().st_size > 10_000
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    bad = subprocess.run([sys.executable, "-m", "sweeper.cli", "report", str(empty)], capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().count("\n") == 0 and "leaderboard.csv" in bad.stderr
+    assert list(empty.iterdir()) == []

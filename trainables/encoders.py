@@ -98,9 +98,9 @@ def build_encoder(modality: str, input_shape: tuple[int, ...], d: int, config: d
     """The default CPU-sized encoder of ``modality`` for inputs of ``input_shape``."""
     if modality in ("discharge", "radiology"):
         if lora_rank(config):  # raw notes in, the HF model with LoRA adapters trains in the trial
-            from trainables.text import DEFAULT_TEXT_MODEL, HFTextEncoder
+            from trainables.text import DEFAULT_TEXT_MODEL, HFTextEncoder, lora_from_trial_config
 
-            lora = {"r": lora_rank(config), **{k: config[f"text_{k}"] for k in ("lora_alpha", "lora_dropout", "target_modules") if f"text_{k}" in config}}
+            lora = {**lora_from_trial_config(config), "r": lora_rank(config)}
             return HFTextEncoder(config.get("text_encoder") or DEFAULT_TEXT_MODEL, d, int(config.get("text_max_length", 128)), lora)
         # hashed bag-of-words, or a frozen encoder's cached embeddings (``text_encoder``)
         return TextBagEncoder(input_shape[0], d, dropout=config.get("dropout", 0.1))

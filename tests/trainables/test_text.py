@@ -64,6 +64,18 @@ def test_lora_trains_adapters_and_freezes_base():
     assert all(g is not None for g in grads)
 
 
+def test_method_config_lora_keys_reach_the_peft_adapters():
+    """``text_lora_*`` / ``text_target_modules`` in a method config are what the encoder's peft sees."""
+    from trainables.encoders import build_encoder
+
+    config = {"text_lora_r": 2, "text_lora_alpha": 4, "text_lora_dropout": 0.0, "text_target_modules": ["query"], "text_max_length": 16}
+    encoder = build_encoder("discharge", (1,), 8, config)
+    peft_config = encoder.model.peft_config["default"]
+    assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (2, 4, 0.0)
+    assert set(peft_config.target_modules) == {"query"}
+    assert len([n for n, p in encoder.model.named_parameters() if p.requires_grad]) == 6 * 1 * 2  # query only
+
+
 def test_model_id_is_stable_and_config_sensitive():
     assert text_model_id(DEFAULT_TEXT_MODEL, None, 128) == text_model_id(DEFAULT_TEXT_MODEL, {"r": 0}, 128)
     assert text_model_id(DEFAULT_TEXT_MODEL, None, 128).startswith("all-MiniLM-L6-v2-")

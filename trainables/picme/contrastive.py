@@ -139,7 +139,7 @@ class FrozenConcatHead(ConcatFusion):
 register_stage(
     Stage(
         name="picme.pretrain", run=pretrain, read=read_artifact,
-        config_keys=("d", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_patience", "dropout", "cnn_width", "text_encoder", "text_max_length", "text_lora_r"),
+        config_keys=("d", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_patience", "dropout", "cnn_width", "text_encoder", "text_max_length", "text_lora_r", "text_lora_alpha", "text_lora_dropout", "text_target_modules"),
         defaults=PRETRAIN_DEFAULTS, paper="PiCME §3.2 contrastive pre-training (000_3fa7bb705ac3a9f3)",
     )
 )

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -79,10 +80,26 @@ def test_leaderboard_has_one_row_per_cell_with_filled_intervals(resumed_smoke):
     assert "discharge+radiology" in markdown and "Δ vs #1" in markdown
     top, other = board.iloc[0], board.iloc[1]  # each cell against the top one, on the stays both saw
     assert top["vs_best"] == 0 and other["vs_best_cell"] == top["cell_id"]
-    assert other["vs_best"] == pytest.approx(other["auroc_mean"] - top["auroc_mean"])
-    assert 0 < other["vs_best_n_stays"] <= min(board["n_test_stays"]) and 0 < other["vs_best_p"] <= 1
+    shared = _seed_aurocs_on_shared_stays(resumed_smoke["run_dir"] / "predictions", other["cell_id"], top["cell_id"])
+    assert other["vs_best_n_stays"] == shared["n"] <= min(board["n_test_stays"])
+    assert other["vs_best"] == pytest.approx(shared["difference"])
+    assert other["vs_best_ci_low"] <= other["vs_best"] <= other["vs_best_ci_high"] and 0 < other["vs_best_p"] <= 1
     report = (resumed_smoke["run_dir"] / "report.html").read_text()
     assert report.count('<img alt="plot"') == 1 and "discharge+radiology" in report
+
+
+def _seed_aurocs_on_shared_stays(predictions: Path, cell_a: str, cell_b: str) -> dict:
+    """Seed-mean AUROC of a minus that of b, both on the test stays both cells predicted (sklearn)."""
+    from sklearn.metrics import roc_auc_score
+
+    frames = {c: [pd.read_parquet(f) for f in sorted((predictions / c).glob("seed-*.parquet"))] for c in (cell_a, cell_b)}
+    shared = set(frames[cell_a][0]["stay_id"]) & set(frames[cell_b][0]["stay_id"])
+
+    def mean_auroc(cell):
+        kept = [f[f["stay_id"].isin(shared)] for f in frames[cell]]
+        return sum(roc_auc_score(np.concatenate(k["label"].to_list()), np.concatenate(k["score"].to_list())) for k in kept) / len(kept)
+
+    return {"n": len(shared), "difference": mean_auroc(cell_a) - mean_auroc(cell_b)}
 
 
 def test_resume_reran_no_finished_trial(resumed_smoke):

@@ -65,11 +65,14 @@ def resolve_text_model(name: str) -> str:
         ) from None
 
 
+LORA_CONFIG_KEYS = {("text_lora_r" if option == "r" else f"text_{option}"): option for option in LORA_DEFAULTS}
+"""Method-config key → ``lora`` option (``text_lora_r`` → ``r``, ``text_lora_alpha`` → ``lora_alpha``, ...)."""
+
+
 def lora_from_trial_config(config: dict) -> dict:
-    """The ``lora`` options a method config sets as ``text_<option>`` keys (``text_r`` is spelt
-    ``text_lora_r``): ``{"r": 8, "lora_alpha": 16, ...}``; only the keys present are returned."""
-    keys = {("text_lora_r" if option == "r" else f"text_{option}"): option for option in LORA_DEFAULTS}
-    return {option: config[key] for key, option in keys.items() if key in config}
+    """The ``lora`` options a method config sets as ``text_*`` keys (``LORA_CONFIG_KEYS``):
+    ``{"r": 8, "lora_alpha": 16, ...}``; only the keys present are returned."""
+    return {option: config[key] for key, option in LORA_CONFIG_KEYS.items() if key in config}
 
 
 def lora_config(lora: dict | None) -> dict | None:

@@ -17,7 +17,6 @@ from sweeper.evaluation.metrics import METRICS
 
 # Columns every row has that are not an extra sweep axis (e.g. a missingness rate).
 _FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config", "cell_id"}
-_COMPARISON_COLUMNS = {"vs_best_cell", "vs_best", "vs_best_ci_low", "vs_best_ci_high", "vs_best_p", "vs_best_n_stays"}
 _METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high")
 
 
@@ -67,7 +66,8 @@ def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.
     """Per task, the leaderboard as text cells a person reads (rows already ranked by ``write_leaderboard``)."""
     compared = "vs_best" in frame.columns
     extra_axes = [
-        c for c in frame.columns if c not in _FIXED_COLUMNS | _COMPARISON_COLUMNS and not _is_metric_column(c)
+        c for c in frame.columns
+        if c not in _FIXED_COLUMNS and not c.startswith("vs_best") and not _is_metric_column(c)  # compare_with_best's
     ]
     metrics = [m for m in METRICS if f"{m}_mean" in frame.columns]
     header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics,

@@ -28,6 +28,7 @@ from trainables.encoders import build_encoder
 from trainables.picme.losses import ContrastiveLoss
 from trainables.picme.supervised import TEXT_DEFAULTS, ConcatFusion
 from trainables.registry import Stage, Trainable, register, register_stage
+from trainables.text import LORA_CONFIG_KEYS
 
 PRETRAIN_DEFAULTS = {
     "d": 64, "pretrain_epochs": 10, "pretrain_lr": 1e-3, "pretrain_batch_size": 128, "pretrain_patience": 3, "dropout": 0.1, **TEXT_DEFAULTS,
@@ -139,7 +140,7 @@ class FrozenConcatHead(ConcatFusion):
 register_stage(
     Stage(
         name="picme.pretrain", run=pretrain, read=read_artifact,
-        config_keys=("d", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_patience", "dropout", "cnn_width", "text_encoder", "text_max_length", "text_lora_r", "text_lora_alpha", "text_lora_dropout", "text_target_modules"),
+        config_keys=("d", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_patience", "dropout", "cnn_width", "text_encoder", "text_max_length", *LORA_CONFIG_KEYS),
         defaults=PRETRAIN_DEFAULTS, paper="PiCME §3.2 contrastive pre-training (000_3fa7bb705ac3a9f3)",
     )
 )

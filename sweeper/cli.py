@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from sweeper.errors import SweeperError
+from sweeper.errors import Interrupted, SweeperError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except Interrupted as err:
+        print(f"sweeper: interrupted: {err}", file=sys.stderr)
+        return 130
     except SweeperError as err:
         print(f"sweeper: error: {err}", file=sys.stderr)
         return 2

@@ -3,3 +3,7 @@
 
 class SweeperError(Exception):
     """A problem a user can fix: the message names the file/field and says what to do."""
+
+
+class Interrupted(SweeperError):
+    """The user stopped the run (Ctrl-C): the message says how to go on; the exit status is 130."""

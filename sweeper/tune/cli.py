@@ -101,7 +101,7 @@ def add_commands(commands) -> None:
     _common(run)
     run.add_argument("--data", help="stays folder to use instead of the spec's data")
     run.add_argument("--results", default=str(DEFAULT_RESULTS), help="results root (default: results/)")
-    run.add_argument("--resume", action="store_true", help="finish the latest (or --run-name) run of this spec; finished trials are not re-run")
+    run.add_argument("--resume", action="store_true", help="finish the latest-started run of this spec (of --profile, or the --run-name run); finished trials are not re-run")
     run.add_argument("--run-name", help="run folder name (default: a timestamp)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(handler=run_run)

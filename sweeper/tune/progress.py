@@ -22,8 +22,31 @@ class Progress(Callback):
         self.phase, self.total, self.cells = "", 0, {}
         self._reset()
 
+    def __setstate__(self, state: dict) -> None:
+        # On --resume Tune restores this callback as pickled when the phase began: count the
+        # trials that finished before from the events file, and time the ETA from now.
+        self.__dict__.update(state)
+        self._reset()
+        for record in self._read_events():
+            if record.get("phase") == self.phase and record.get("event") == "finished" and record["trial_id"] not in self.finished:
+                self.finished[record["trial_id"]] = "finished"
+                self.cell_done[record.get("cell")] = self.cell_done.get(record.get("cell"), 0) + 1
+        self.finished_before = len(self.finished)
+
+    def _read_events(self) -> list[dict]:
+        if not self.events.exists():
+            return []
+        records = []
+        for line in self.events.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short by a killed driver
+                continue
+        return records
+
     def _reset(self):
         self.started = time.time()
+        self.finished_before = 0
         self.finished: dict[str, str] = {}
         self.running: dict[str, str] = {}  # trial id → cell
         self.last: dict[str, dict] = {}  # trial id → its latest result's epoch, node and device
@@ -89,7 +112,8 @@ class Progress(Callback):
         in_flight = sum(1 for c in started if c in self.cells and self.cell_done.get(c, 0) < self.cells[c])
         elapsed = time.time() - self.started
         done = len(self.finished)
-        eta = f"{elapsed / done * (self.total - done) / 60:.1f} min" if done else "?"
+        done_now = done - self.finished_before
+        eta = f"{elapsed / done_now * (self.total - done) / 60:.1f} min" if done_now > 0 else "?"
         best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best[1] else "-"
         return (
             f"[{self.phase}] cells {done_cells}/{len(self.cells)} done, {in_flight} in flight | "

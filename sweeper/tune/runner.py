@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeper.errors import SweeperError
+from sweeper.errors import Interrupted, SweeperError
 from sweeper.tune.spec import Cell, Spec, expand_cells, load_spec, spec_path, trial_config
 
 MODE, TIME_ATTR = "max", "epoch"
@@ -127,18 +127,36 @@ def resolve_run_dir(options: RunOptions, spec_name: str) -> Path:
         if options.run_name:
             run_dir = base / options.run_name
         else:
-            runs = sorted(p for p in base.glob("*") if (p / "run.json").is_file()) if base.is_dir() else []
+            runs = [(_run_info(p), p) for p in base.glob("*") if (p / "run.json").is_file()] if base.is_dir() else []
+            if options.profile is not None:
+                runs = [(info, p) for info, p in runs if info.get("profile") == options.profile]
             if not runs:
-                raise SweeperError(f"--resume: no run of {spec_name!r} under {base}; start one with `sweeper run {spec_name}`")
-            run_dir = runs[-1]
+                which = f"run of {spec_name!r}" + (f" with profile {options.profile!r}" if options.profile is not None else "")
+                raise SweeperError(f"--resume: no {which} under {base}; start one with `sweeper run {spec_name}`")
+            # The latest by start time (a --run-name folder sorts anywhere by name).
+            run_dir = max(runs, key=lambda run: (str(run[0].get("started", "")), run[1].name))[1]
         if not (run_dir / "run.json").is_file():
             raise SweeperError(f"--resume: {run_dir} is not a sweeper run folder (no run.json)")
+        started_with = _run_info(run_dir).get("profile")
+        if options.profile is not None and started_with != options.profile:
+            raise SweeperError(
+                f"--resume: {run_dir} was started with profile {started_with!r}, not {options.profile!r}; "
+                "a run resumes with its own profile, so drop --profile or pick another --run-name"
+            )
         return run_dir
     name = options.run_name or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = base / name
     if run_dir.exists():
         raise SweeperError(f"{run_dir}: run folder exists; pass --resume to finish it or --run-name to start another")
     return run_dir
+
+
+def _run_info(run_dir: Path) -> dict:
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as error:
+        raise SweeperError(f"{run_dir / 'run.json'}: unreadable ({error}); remove that folder or pass --run-name") from None
+    return info if isinstance(info, dict) else {}
 
 
 def prepare_data(spec: Spec, run_dir: Path, data_override: str | None) -> Path:
@@ -244,23 +262,19 @@ def _trainable(context):
     return tune.with_resources(tune.with_parameters(run_trial, context=context), TRIAL_DRIVER_RESOURCES)
 
 
-def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool):
+def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool):
     from ray import tune
 
     # Save the experiment state at every controller step (default: every >= 10 s), so a driver
     # killed right after a trial finished does not run that trial again on --resume.
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = os.environ.get("SWEEPER_TUNE_CHECKPOINT_S", "0")
     path = run_dir / name
-    done = run_dir / f"{name}.done"
     if path.exists() and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
-        if done.exists():
-            results = tuner.get_results()
-            # --resume re-runs a finished phase's errored or never-run trials, and only those.
-            if not (resume and any(r.error is not None or not r.metrics for r in results)):
-                return results
         if not resume:
-            raise SweeperError(f"{path}: an unfinished phase is here; pass --resume to finish it")
+            raise SweeperError(f"{path}: a phase already ran here; pass --resume to finish it")
+        # Tune itself re-runs only what did not finish: errored trials, trials interrupted (a
+        # killed driver, Ctrl-C) and trials never started; a finished phase runs nothing.
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -275,7 +289,14 @@ def _run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: di
             ),
         )
     results = tuner.fit()
-    done.write_text(dt.datetime.now().isoformat(timespec="seconds"))
+    # Ctrl-C (or a SIGTERM) makes Tune save its state and return: say so, and how to go on,
+    # instead of writing outputs from a part of the trials.
+    unfinished = len(results) - results.num_terminated - results.num_errors
+    if unfinished:
+        raise Interrupted(
+            f"{name} phase stopped with {unfinished} trial(s) unfinished; "
+            f"`sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it"
+        )
     return results
 
 
@@ -300,7 +321,7 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     tune_config = tune.TuneConfig(
         search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=False
     )
-    results = _run_phase("tune", run_dir, _trainable(context), tune_config, {}, [progress], resume)
+    results = run_phase("tune", run_dir, _trainable(context), tune_config, {}, [progress], resume)
     best: dict[str, tuple[float, dict]] = {}
     for result in results:
         if result.metrics is None or result.config is None or "cell" not in result.config:
@@ -328,7 +349,7 @@ def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, r
     # No actor reuse: after a trial failed (a lost node), Tune could not reuse a function
     # trainable's actor ("reuse requires reset_config()") and a pending seed never ran.
     tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=False)
-    return _run_phase("final", run_dir, _trainable(context), tune_config, {"run": tune.grid_search(runs)}, [progress], resume)
+    return run_phase("final", run_dir, _trainable(context), tune_config, {"run": tune.grid_search(runs)}, [progress], resume)
 
 
 def run(options: RunOptions) -> Path:

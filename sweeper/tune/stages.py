@@ -100,7 +100,7 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
 
     from sweeper.errors import SweeperError
     from sweeper.tune.collect import copy_checkpoint
-    from sweeper.tune.runner import _run_phase, _trainable
+    from sweeper.tune.runner import _trainable, run_phase
     from trainables import registry
 
     data_hash = read_manifest_hash(context)
@@ -112,7 +112,7 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     if todo:
         progress.start_phase("pretrain", total_trials=len(todo), cells={job["cell"]: 1 for job in todo.values()})
         runs = [{"cell": job["cell"], "stage": job["stage"], "seed": spec.seed, "params": {}, "key": key} for key, job in sorted(todo.items())]
-        results = _run_phase("pretrain", run_dir, _trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots), {"run": tune.grid_search(runs)}, [progress], resume)
+        results = run_phase("pretrain", run_dir, _trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots), {"run": tune.grid_search(runs)}, [progress], resume)
         for result in results:
             run = (result.config or {}).get("run", {})
             metrics = result.metrics or {}

@@ -425,6 +425,24 @@ def test_run_folder_mistakes_are_one_line(tmp_path, capsys):
     assert [p.name for p in (results / "smoke" / "r").iterdir()] == []  # nothing written into it
 
 
+def test_resume_picks_the_latest_run_by_start_time_and_of_the_named_profile(tmp_path, capsys):
+    from sweeper.tune.runner import RunOptions, resolve_run_dir
+
+    base = tmp_path / "smoke"
+    for name, profile, started in [("local-check", "local", "2026-11-21T12:27:30"), ("20261121-200303", "big", "2026-11-21T20:03:03"),
+                                   ("20261121-180000", "local", "2026-11-21T18:00:00")]:
+        (base / name).mkdir(parents=True)
+        (base / name / "run.json").write_text(f'{{"spec": "smoke", "profile": "{profile}", "started": "{started}"}}')
+    # A --run-name folder ("local-check") sorts after the dated ones by name, not by start time.
+    assert resolve_run_dir(RunOptions("smoke", results=tmp_path, resume=True), "smoke").name == "20261121-200303"
+    assert resolve_run_dir(RunOptions("smoke", profile="local", results=tmp_path, resume=True), "smoke").name == "20261121-180000"
+    rc = main(["run", "smoke", "--resume", "--profile", "other", "--results", str(tmp_path)])
+    assert_one_line_error(capsys, rc, f"sweeper: error: --resume: no run of 'smoke' with profile 'other' under {base}")
+    rc = main(["run", "smoke", "--resume", "--profile", "local", "--run-name", "20261121-200303", "--results", str(tmp_path)])
+    assert_one_line_error(capsys, rc, f"sweeper: error: --resume: {base / '20261121-200303'} was started with profile 'big', not 'local'")
+    assert sorted(p.name for p in (base / "20261121-200303").iterdir()) == ["run.json"]  # nothing written
+
+
 @pytest.mark.parametrize("encoder, says", [("some-org/no-such-model", "HF_HUB_OFFLINE is set"), ("/no/such/model", "no such model folder")])
 def test_run_with_an_unloadable_text_model_fails_before_writing_a_run_folder(tmp_path, capsys, monkeypatch, encoder, says):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

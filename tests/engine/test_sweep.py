@@ -1,8 +1,9 @@
 """End to end on a real local Ray cluster: `sweeper run smoke`, killed mid-sweep and resumed.
 
 One smoke run serves several tests (module fixture). As a user runs it, `sweeper run` starts its
-own local Ray; the whole driver (its Ray included) is SIGKILLed once a few trials have finished,
-and `sweeper run smoke --resume` finishes the sweep on a fresh local Ray. No other Ray instance
+own local Ray. It is stopped twice once a few trials have finished: by Ctrl-C (SIGINT to the driver),
+then, resumed, by a SIGKILL of the whole driver (its Ray included); a second
+`sweeper run smoke --resume` finishes the sweep on a fresh local Ray. No other Ray instance
 may run meanwhile (Train's placement-group cleaner fails when it finds two on one machine), and the
 pytest process itself never connects to these clusters.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -36,34 +38,70 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _wait_for_finished(run_dir: Path, process, count: int, running: bool = False) -> None:
+    """Until `count` trials finished (and, with `running`, another one is in flight)."""
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        events = _events(run_dir)
+        finished = {e["trial_id"] for e in events if e["event"] == "finished"}
+        if len(finished) >= count and (not running or {e["trial_id"] for e in events if e["event"] == "start"} - finished):
+            return
+        time.sleep(1)
+    assert process.poll() is None, f"the run ended before it could be stopped:\n{process.stdout.read().decode()[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def resumed_smoke(tmp_path_factory, session_killer):
     kill_session = session_killer
     results = tmp_path_factory.mktemp("results")
     run_dir = results / "smoke" / "r1"
     common = ["run", "smoke", "--results", str(results), "--run-name", "r1", "--quiet"]
+    # 1. Ctrl-C, as a user stops it: Tune saves its state, the driver says how to go on.
     first = _sweeper(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 600
-    while time.time() < deadline and first.poll() is None:
-        if sum(e["event"] == "finished" for e in _events(run_dir)) >= 2:
-            break
-        time.sleep(1)
-    assert first.poll() is None, f"the first run ended before it could be killed:\n{first.stdout.read().decode()[-3000:]}"
-    kill_session(first.pid)  # the driver and the local Ray it started
-    first.wait()
+    _wait_for_finished(run_dir, first, 2, running=True)
+    first.send_signal(signal.SIGINT)
+    try:
+        interrupted_output, _ = first.communicate(timeout=300)
+    finally:
+        kill_session(first.pid)
+    at_interrupt = _events(run_dir)
+    leaderboard_at_interrupt = (run_dir / "leaderboard.csv").exists()
+    # 2. --resume, then SIGKILL of the driver and its Ray (a crash) once two more trials finished.
+    second = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _wait_for_finished(run_dir, second, sum(e["event"] == "finished" for e in at_interrupt) + 2)
+    kill_session(second.pid)
+    second.wait()
     before = _events(run_dir)
     finished_before = {e["trial_id"] for e in before if e["event"] == "finished"}
-    assert finished_before
-
+    # 3. --resume finishes the sweep.
     started = time.time()
-    second = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    third = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        output, _ = second.communicate(timeout=1200)
+        output, _ = third.communicate(timeout=1200)
     finally:
-        kill_session(second.pid)
-    assert second.returncode == 0, output.decode()[-4000:]
+        kill_session(third.pid)
+    assert third.returncode == 0, output.decode()[-4000:]
     after = _events(run_dir)[len(before):]
-    return {"run_dir": run_dir, "finished_before": finished_before, "after": after, "resume_wall_s": time.time() - started}
+    return {"run_dir": run_dir, "finished_before": finished_before, "after": after, "resume_wall_s": time.time() - started,
+            "interrupt": {"returncode": first.returncode, "output": interrupted_output.decode(), "events": at_interrupt,
+                          "leaderboard": leaderboard_at_interrupt},
+            "all_events": _events(run_dir)}
+
+
+def test_ctrl_c_stops_with_one_line_saying_how_to_go_on_and_writes_no_outputs(resumed_smoke):
+    interrupt = resumed_smoke["interrupt"]
+    assert interrupt["returncode"] == 130, interrupt["output"][-3000:]
+    last = interrupt["output"].strip().splitlines()[-1]
+    assert last.startswith("sweeper: interrupted: ") and "--resume --run-name r1" in last, last
+    assert not interrupt["leaderboard"]  # no leaderboard from a part of the trials
+
+
+def test_trials_the_interrupt_and_the_crash_left_unfinished_are_finished(resumed_smoke):
+    events = resumed_smoke["all_events"]
+    started = {e["trial_id"] for e in resumed_smoke["interrupt"]["events"] if e["event"] == "start"}
+    finished = {e["trial_id"] for e in events if e["event"] == "finished"}
+    assert started - {e["trial_id"] for e in resumed_smoke["interrupt"]["events"] if e["event"] == "finished"}, "the interrupt left no trial unfinished"
+    assert started <= finished, f"interrupted trials never finished: {sorted(started - finished)}"
 
 
 def test_leaderboard_has_one_row_per_cell_with_filled_intervals(resumed_smoke):

@@ -17,6 +17,7 @@ import numpy as np
 PREDICTIONS_FILE = "predictions.parquet"
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
+FINAL_METRICS_FILE = "final_metrics.json"  # beside the predictions: a resumed finished trial reports them again
 
 
 def choose_device():
@@ -185,9 +186,17 @@ def run_training(config: dict, session) -> None:
     select = str(config.get("select_metric", "auroc"))  # early stopping and the kept weights follow it
     start_epoch, best_score, best_state, since_best = 0, -np.inf, None, 0
     checkpoint = session.checkpoint()
+    saved = None
     if checkpoint is not None:  # a retried trial resumes where it stopped
         with checkpoint.as_directory() as folder:
-            saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+            if os.path.isfile(os.path.join(folder, FINAL_METRICS_FILE)):
+                # Its last report reached Train but not Tune (the driver was stopped right then):
+                # the trial is finished, so report the same result again instead of training.
+                return _report_final_again(folder, session)
+            if os.path.isfile(os.path.join(folder, STATE_FILE)):
+                saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+            # Otherwise a final checkpoint from an older run without its metrics: train again.
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         start_epoch, best_score, best_state, since_best = saved["epoch"], saved["best_score"], saved["best_state"], saved["since_best"]
@@ -246,6 +255,7 @@ def run_training(config: dict, session) -> None:
             metrics.update(modality_attributions(model, data["test"], device))
             with tempfile.TemporaryDirectory() as folder:
                 _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], test_scores)
+                _write_final_metrics(folder, metrics)
                 if config.get("save_model"):  # the best-epoch weights, for reuse (e.g. medfuse transfer_from)
                     torch.save(model.export() if hasattr(model, "export") else {"state_dict": model.state_dict()}, os.path.join(folder, MODEL_FILE))
                 session.report(metrics, folder)
@@ -315,6 +325,24 @@ def _run_estimator(trainable, config: dict, collate, data: dict, session, final:
     with tempfile.TemporaryDirectory() as folder:
         _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], scores["test"])
         session.report(metrics, folder)
+
+
+def _write_final_metrics(folder: str, metrics: dict) -> None:
+    import json
+
+    with open(os.path.join(folder, FINAL_METRICS_FILE), "w") as handle:
+        json.dump({k: (v if isinstance(v, (str, bool, int, type(None))) else float(v)) for k, v in metrics.items()}, handle)
+
+
+def _report_final_again(folder: str, session) -> None:
+    import json
+    import shutil
+
+    with open(os.path.join(folder, FINAL_METRICS_FILE)) as handle:
+        metrics = json.load(handle)
+    with tempfile.TemporaryDirectory() as copy:  # Train persists the report's folder as a new checkpoint
+        shutil.copytree(folder, copy, dirs_exist_ok=True)
+        session.report(metrics, copy)
 
 
 def _estimator_scores(estimator, x: np.ndarray, n_outputs: int) -> np.ndarray:

@@ -25,3 +25,48 @@ def test_ihm_loss_weights_positives_by_the_class_ratio():
     labels = torch.tensor([1.0, 0.0, 0.0, 0.0])
     loss = task_loss("ihm", labels)
     assert torch.isclose(loss.pos_weight, torch.tensor(3.0))
+
+
+class _Checkpoint:
+    def __init__(self, folder):
+        self.folder = folder
+
+    def as_directory(self):
+        import contextlib
+
+        return contextlib.nullcontext(str(self.folder))
+
+
+def test_a_finished_trial_resumed_from_its_final_checkpoint_reports_it_again_without_training(synth_stays, in_memory_session, tmp_path):
+    """Ctrl-C can land after a trial's final report reached Train but before Tune saw it; on
+    --resume Train hands the trial that final checkpoint (predictions, no training state)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from sweeper.data.schema import read_manifest
+    from sweeper.tune.worker import FINAL_METRICS_FILE, PREDICTIONS_FILE, run_training
+    from trainables import registry
+
+    config = {**registry.get("picme.supervised").defaults, "method": "picme.supervised", "task": "ihm", "seed": 0, "final": True,
+              "modalities": ["timeseries", "demographics"], "max_epochs": 3, "patience": 3, "d": 16, "lr": 2e-3, "batch_size": 64,
+              "manifest_json": read_manifest(synth_stays).to_json()}
+    first = in_memory_session(synth_stays)
+    run_training(config, first)
+    final = first.reports[-1]
+    assert final["done"] and len(first.reports) == 3
+
+    again = in_memory_session(synth_stays)
+    again.checkpoint = lambda: _Checkpoint(first.artifact)
+    run_training(config, again)
+    assert again.reports == [final]  # one report, the same result, no epoch trained
+    assert again.predictions.equals(pq.read_table(first.artifact / PREDICTIONS_FILE))
+
+    # A final checkpoint without its metrics (written by an older sweeper) trains the trial again.
+    old = tmp_path / "old"
+    shutil.copytree(first.artifact, old)
+    (old / FINAL_METRICS_FILE).unlink()
+    retrained = in_memory_session(synth_stays)
+    retrained.checkpoint = lambda: _Checkpoint(old)
+    run_training(config, retrained)
+    assert [r["epoch"] for r in retrained.reports] == [1, 2, 3] and retrained.reports[-1]["test_auroc"] == final["test_auroc"]

@@ -288,16 +288,50 @@ def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dic
                 failure_config=tune.FailureConfig(max_failures=2),
             ),
         )
-    results = tuner.fit()
-    # Ctrl-C (or a SIGTERM) makes Tune save its state and return: say so, and how to go on,
-    # instead of writing outputs from a part of the trials.
-    unfinished = len(results) - results.num_terminated - results.num_errors
-    if unfinished:
-        raise Interrupted(
-            f"{name} phase stopped with {unfinished} trial(s) unfinished; "
-            f"`sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it"
-        )
+    with _StopOnCtrlC() as ctrl_c:
+        results = tuner.fit()
+    if ctrl_c.pressed:  # Tune saved its state and returned: no outputs from a part of the trials
+        raise Interrupted(f"{name} phase stopped; `sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it")
     return results
+
+
+class _StopOnCtrlC:
+    """Ctrl-C during a phase: remember it and ask Tune for its graceful stop (SIGUSR1: Tune saves
+    its experiment state and returns). Tune's own SIGINT handler is off because after it returns
+    nothing tells the caller that it was interrupted: the stopped trials read as terminated.
+    A second Ctrl-C gets Python's default (KeyboardInterrupt)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.pressed, self.active = False, threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+            if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # until Tune installs its own
+                signal.signal(signal.SIGUSR1, lambda *_: None)
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.pressed = True
+        signal.signal(signal.SIGINT, self.previous)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.active:
+            if signal.getsignal(signal.SIGINT) == self._handle:
+                signal.signal(signal.SIGINT, self.previous)
+            if self.saved_env is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self.saved_env
+        return False
 
 
 def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress):
@@ -354,8 +388,6 @@ def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, r
 
 def run(options: RunOptions) -> Path:
     """Run (or resume) a sweep; returns the run directory."""
-    from sweeper.tune.progress import Progress
-
     if options.resume:
         run_dir = resolve_run_dir(options, Path(options.spec).stem)
         info = json.loads((run_dir / "run.json").read_text())
@@ -373,6 +405,15 @@ def run(options: RunOptions) -> Path:
 
         check_text_encoders(spec, spec_file)
         _save_run_files(run_dir, spec_file, options, profile)
+    try:
+        return _run_in(run_dir, spec, profile, options)
+    except KeyboardInterrupt:  # Ctrl-C outside a phase (a phase turns it into Interrupted itself)
+        raise Interrupted(f"`sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it") from None
+
+
+def _run_in(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions) -> Path:
+    from sweeper.tune.progress import Progress
+
     cells = expand_cells(spec)
     progress = Progress(run_dir, quiet=options.quiet, metric=objective(spec))
     progress.say(f"run {run_dir} — spec {spec.name}" + (f", profile {profile}" if profile else "") + f": {len(cells)} cells")

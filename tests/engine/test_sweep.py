@@ -83,9 +83,7 @@ def resumed_smoke(tmp_path_factory, session_killer):
     assert third.returncode == 0, output.decode()[-4000:]
     after = _events(run_dir)[len(before):]
     return {"run_dir": run_dir, "finished_before": finished_before, "after": after, "resume_wall_s": time.time() - started,
-            "interrupt": {"returncode": first.returncode, "output": interrupted_output.decode(), "events": at_interrupt,
-                          "leaderboard": leaderboard_at_interrupt},
-            "all_events": _events(run_dir)}
+            "interrupt": {"returncode": first.returncode, "output": interrupted_output.decode(), "leaderboard": leaderboard_at_interrupt}}
 
 
 def test_ctrl_c_stops_with_one_line_saying_how_to_go_on_and_writes_no_outputs(resumed_smoke):
@@ -94,14 +92,6 @@ def test_ctrl_c_stops_with_one_line_saying_how_to_go_on_and_writes_no_outputs(re
     last = interrupt["output"].strip().splitlines()[-1]
     assert last.startswith("sweeper: interrupted: ") and "--resume --run-name r1" in last, last
     assert not interrupt["leaderboard"]  # no leaderboard from a part of the trials
-
-
-def test_trials_the_interrupt_and_the_crash_left_unfinished_are_finished(resumed_smoke):
-    events = resumed_smoke["all_events"]
-    started = {e["trial_id"] for e in resumed_smoke["interrupt"]["events"] if e["event"] == "start"}
-    finished = {e["trial_id"] for e in events if e["event"] == "finished"}
-    assert started - {e["trial_id"] for e in resumed_smoke["interrupt"]["events"] if e["event"] == "finished"}, "the interrupt left no trial unfinished"
-    assert started <= finished, f"interrupted trials never finished: {sorted(started - finished)}"
 
 
 def test_leaderboard_has_one_row_per_cell_with_filled_intervals(resumed_smoke):

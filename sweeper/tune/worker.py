@@ -192,7 +192,7 @@ def run_training(config: dict, session) -> None:
             if os.path.isfile(os.path.join(folder, FINAL_METRICS_FILE)):
                 # Its last report reached Train but not Tune (the driver was stopped right then):
                 # the trial is finished, so report the same result again instead of training.
-                return _report_final_again(folder, session)
+                return _report_final_again(folder, session, where)
             if os.path.isfile(os.path.join(folder, STATE_FILE)):
                 saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
             # Otherwise a final checkpoint from an older run without its metrics: train again.
@@ -334,12 +334,12 @@ def _write_final_metrics(folder: str, metrics: dict) -> None:
         json.dump({k: (v if isinstance(v, (str, bool, int, type(None))) else float(v)) for k, v in metrics.items()}, handle)
 
 
-def _report_final_again(folder: str, session) -> None:
+def _report_final_again(folder: str, session, where: dict) -> None:
     import json
     import shutil
 
     with open(os.path.join(folder, FINAL_METRICS_FILE)) as handle:
-        metrics = json.load(handle)
+        metrics = {**json.load(handle), **where}  # this worker reports it (its node may be a new one)
     with tempfile.TemporaryDirectory() as copy:  # Train persists the report's folder as a new checkpoint
         shutil.copytree(folder, copy, dirs_exist_ok=True)
         session.report(metrics, copy)

@@ -58,7 +58,7 @@ def resumed_smoke(tmp_path_factory, session_killer):
     common = ["run", "smoke", "--results", str(results), "--run-name", "r1", "--quiet"]
     # 1. Ctrl-C, as a user stops it: Tune saves its state, the driver says how to go on.
     first = _sweeper(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_for_finished(run_dir, first, 2, running=True)
+    _wait_for_finished(run_dir, first, 1, running=True)
     first.send_signal(signal.SIGINT)
     try:
         interrupted_output, _ = first.communicate(timeout=300)
@@ -66,9 +66,9 @@ def resumed_smoke(tmp_path_factory, session_killer):
         kill_session(first.pid)
     at_interrupt = _events(run_dir)
     leaderboard_at_interrupt = (run_dir / "leaderboard.csv").exists()
-    # 2. --resume, then SIGKILL of the driver and its Ray (a crash) once two more trials finished.
+    # 2. --resume, then SIGKILL of the driver and its Ray (a crash) once one more trial finished.
     second = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_for_finished(run_dir, second, sum(e["event"] == "finished" for e in at_interrupt) + 2)
+    _wait_for_finished(run_dir, second, len({e["trial_id"] for e in at_interrupt if e["event"] == "finished"}) + 1)
     kill_session(second.pid)
     second.wait()
     before = _events(run_dir)

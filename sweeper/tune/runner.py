@@ -390,7 +390,7 @@ def run(options: RunOptions) -> Path:
     """Run (or resume) a sweep; returns the run directory."""
     if options.resume:
         run_dir = resolve_run_dir(options, Path(options.spec).stem)
-        info = json.loads((run_dir / "run.json").read_text())
+        info = _run_info(run_dir)
         spec, spec_file = load_spec(str(run_dir / "spec.yaml"), info.get("profile"))
         profile, options.data = info.get("profile"), options.data or info.get("data")
     else:

@@ -158,6 +158,17 @@ def run_training(config: dict, session) -> None:
     np.random.seed(seed)
     device = choose_device()
     where = {"node_id": _node_id(), "device": device.type}  # reported with every result
+    checkpoint = session.checkpoint()
+    saved = None
+    if checkpoint is not None:  # a retried trial resumes where it stopped
+        with checkpoint.as_directory() as folder:
+            if os.path.isfile(os.path.join(folder, FINAL_METRICS_FILE)):
+                # Its last report reached Train but not Tune (the driver was stopped right then):
+                # the trial is finished, so report the same result again, before reading any data.
+                return _report_final_again(folder, session, where)
+            if os.path.isfile(os.path.join(folder, STATE_FILE)):
+                saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+            # Otherwise a final checkpoint from an older run without its metrics: train again.
 
     manifest = Manifest.from_json(config["manifest_json"])
     task, final = config["task"], bool(config.get("final", False))
@@ -185,17 +196,6 @@ def run_training(config: dict, session) -> None:
 
     select = str(config.get("select_metric", "auroc"))  # early stopping and the kept weights follow it
     start_epoch, best_score, best_state, since_best = 0, -np.inf, None, 0
-    checkpoint = session.checkpoint()
-    saved = None
-    if checkpoint is not None:  # a retried trial resumes where it stopped
-        with checkpoint.as_directory() as folder:
-            if os.path.isfile(os.path.join(folder, FINAL_METRICS_FILE)):
-                # Its last report reached Train but not Tune (the driver was stopped right then):
-                # the trial is finished, so report the same result again instead of training.
-                return _report_final_again(folder, session, where)
-            if os.path.isfile(os.path.join(folder, STATE_FILE)):
-                saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
-            # Otherwise a final checkpoint from an older run without its metrics: train again.
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])

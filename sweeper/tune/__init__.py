@@ -1,1 +1,0 @@
-"""Orchestration: specs → cells → per-cell Optuna + ASHA over Ray Train jobs → seeds → leaderboard."""

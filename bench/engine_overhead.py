@@ -1,12 +1,12 @@
 """Per-trial overhead of a Ray Train trial (the engine's path) against a plain Tune function.
 
 Runs N identical tiny trials of one cell two ways with the same training code
-(``sweeper.tune.worker.run_training``):
+(``sweeper.loop.training.run_training``):
   (a) ``train``: the engine's Tune function that builds a ``TorchTrainer`` (Train V2);
   (b) ``plain``: a Tune function trainable that trains in its own process.
 Prints median per-trial wall time (driver's view: trial start → finish), the overhead ratio and
 the fraction of slot-time spent inside training steps. ``--knobs default`` runs Ray Train as it
-comes; ``--knobs tuned`` applies the engine's settings (``sweeper.tune.runner.ray_env_vars`` and
+comes; ``--knobs tuned`` applies the engine's settings (``sweeper.engine.sweep.ray_env_vars`` and
 Tune actor reuse). Run by hand; it is a benchmark, not a test:
 
     python bench/engine_overhead.py --trials 8 --knobs default tuned
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ray import tune  # noqa: E402
 
-from sweeper.tune.runner import ray_env_vars  # noqa: E402
+from sweeper.engine.session import ray_env_vars  # noqa: E402
 
 TRAIN_KNOBS = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
@@ -48,16 +48,10 @@ class PlainTuneSession:
 
 
 def plain_trial(config, context):
-    from sweeper.tune.worker import run_training
+    from sweeper.engine.trial import loop_config_of
+    from sweeper.loop.training import run_training
 
-    config = config["run"]
-    cell = context.cells[config["cell"]]
-    run_training(
-        {**context.base_configs[cell.cell_id], **config["params"], "method": cell.method, "task": cell.task,
-         "modalities": list(cell.modalities), "seed": config["seed"], "final": False, "max_epochs": context.max_epochs,
-         "patience": context.patience, "manifest_json": context.manifest_json, "torch_threads": 1},
-        PlainTuneSession(context.datasets),
-    )
+    run_training({**loop_config_of(config, context), "torch_threads": 1}, PlainTuneSession(context.datasets))
 
 
 class Walls(tune.Callback):
@@ -72,17 +66,17 @@ class Walls(tune.Callback):
 
 
 def run_variant(variant: str, context, trials: int, concurrency: int, reuse: bool, storage: str):
-    from sweeper.tune.runner import _trainable
+    from sweeper.engine.trial import grid_of, trainable as train_trainable
 
     cell_id = next(iter(context.cells))
     runs = [{"cell": cell_id, "seed": s, "params": {}} for s in range(trials)]
     plain_resources = {"CPU": context.cpus_per_worker}
-    trainable = _trainable(context) if variant == "train" else tune.with_resources(tune.with_parameters(plain_trial, context=context), plain_resources)
+    trainable = train_trainable(context) if variant == "train" else tune.with_resources(tune.with_parameters(plain_trial, context=context), plain_resources)
     walls = Walls()
     started = time.perf_counter()
     results = tune.Tuner(
         trainable,
-        param_space={"run": tune.grid_search(runs)},
+        param_space=grid_of(runs),
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=reuse),
         run_config=tune.RunConfig(name=f"{variant}-{time.time_ns()}", storage_path=storage, callbacks=[walls], verbose=0),
     ).fit()
@@ -109,13 +103,14 @@ def main() -> int:
 
     from sweeper.data.stays import write_stays
     from sweeper.data.synthetic import SynthConfig, generate
-    from sweeper.tune.runner import _trial_context
-    from sweeper.tune.spec import Budgets, Cell, DataSpec, MethodSpec, Spec, Subsets
+    from sweeper.data.schema import read_manifest
+    from sweeper.engine.sweep import trial_context
+    from sweeper.plan.spec import Budgets, Cell, DataSpec, MethodSpec, Spec, Subsets
 
     workdir = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))
     frame, manifest = generate(SynthConfig(n_stays=args.stays))
     write_stays(frame, manifest, workdir / "stays")
-    from sweeper.tune.spec import Resources
+    from sweeper.plan.spec import Resources
 
     spec = Spec(
         name="bench", resources=Resources(cpus_per_trial=args.cpus_per_trial), data=DataSpec(path=str(workdir / "stays")), tasks=["ihm"],
@@ -132,7 +127,7 @@ def main() -> int:
         os.environ.update(env)
         ray.init(num_cpus=(os.cpu_count() or 1) + 1, runtime_env={"env_vars": env}, log_to_driver=False, logging_level="ERROR")
         try:
-            context = _trial_context(spec, cells, workdir / "stays", workdir / knobs)
+            context = trial_context(spec, cells, workdir / "stays", read_manifest(workdir / "stays"), workdir / knobs)
             for variant in ("train", "plain"):
                 out = run_variant(variant, context, args.trials, args.concurrency, reuse=knobs == "tuned", storage=str(workdir / knobs))
                 print(f"[{knobs:7}] {variant:5}  median wall/trial {out['median_wall_s']:6.1f} s   phase {out['total_s']:6.1f} s   "

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sweeper.data import cli as data_cli
 
-    from sweeper.tune import cli as tune_cli
+    from sweeper.engine import cli as tune_cli
 
     data_cli.add_commands(commands)
     tune_cli.add_commands(commands)

@@ -62,7 +62,7 @@ class InMemorySession:
         if checkpoint_dir:
             import pyarrow.parquet as pq
 
-            from sweeper.tune.worker import MODEL_FILE, PREDICTIONS_FILE
+            from sweeper.loop.outputs import MODEL_FILE, PREDICTIONS_FILE
 
             path = Path(checkpoint_dir) / PREDICTIONS_FILE
             if path.exists():

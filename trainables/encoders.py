@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sweeper.encode.text import lora_rank
+
 
 class TextBagEncoder(nn.Module):
     """Hashed bag-of-words (uni+bigrams) → MLP, trained from scratch."""
@@ -89,16 +91,11 @@ class DemographicsMLP(nn.Module):
         return self.net(x)
 
 
-def lora_rank(config: dict) -> int:
-    """LoRA rank of the text encoder (``text_lora_r``; 0: frozen or bag-of-words)."""
-    return int(config.get("text_lora_r") or 0)
-
-
 def build_encoder(modality: str, input_shape: tuple[int, ...], d: int, config: dict) -> nn.Module:
     """The default CPU-sized encoder of ``modality`` for inputs of ``input_shape``."""
     if modality in ("discharge", "radiology"):
         if lora_rank(config):  # raw notes in, the HF model with LoRA adapters trains in the trial
-            from trainables.text import DEFAULT_TEXT_MODEL, HFTextEncoder, lora_from_trial_config
+            from sweeper.encode.text import DEFAULT_TEXT_MODEL, HFTextEncoder, lora_from_trial_config
 
             lora = {**lora_from_trial_config(config), "r": lora_rank(config)}
             return HFTextEncoder(config.get("text_encoder") or DEFAULT_TEXT_MODEL, d, int(config.get("text_max_length", 128)), lora)

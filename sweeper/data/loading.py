@@ -4,10 +4,8 @@
 numpy batch into model inputs: one tensor (or tensor pair) per modality plus a ``present`` mask;
 absent modalities carry zeros *and* a False in the mask, so models can tell them apart.
 
-A trainable picks one of three input kinds (``INPUT_KINDS``): ``tensors`` (the above), ``tokens``
-(observed-only (feature, value, time) tokens of the time series over fixed windows, plus the
-static descriptors as tokens at t = 0; MedFuse) or ``aggregates`` (per-stay last / mean / min /
-max / count of each series plus the encoded descriptors; classical models).
+That is the ``tensors`` input kind; ``sweeper.data.inputs`` holds the others (``tokens``,
+``aggregates``) and the registry a method family adds its own kind to.
 
 The shards are read by the driver, where the stays folder is, and handed to Ray Data as Arrow
 blocks in the object store: no Ray task on another node opens a file (a cluster need not share a
@@ -35,37 +33,11 @@ from sweeper.data.schema import (
     presence_column,
     read_manifest,
 )
+from sweeper.data.inputs import input_kind
 from sweeper.data.stays import check_shard_schema, shard_paths
 
 TEXT_FEATURES = 2**12
 TEXT_MODALITIES = ("discharge", "radiology")
-INPUT_KINDS = ("tensors", "tokens", "aggregates")
-EVENT_MODALITIES = ("timeseries", "demographics")
-"""What the ``tokens`` and ``aggregates`` inputs are built from."""
-AGGREGATES = ("last", "mean", "min", "max", "count")
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenVocab:
-    """What the ``tokens`` input's ids mean (the model's embedding tables are sized from it).
-
-    Feature ids: the series (manifest order), then numeric descriptors, then categorical ones.
-    Class ids: 0 = not categorical; then, per categorical descriptor, its training categories and
-    one unknown slot (``field=?``).
-    """
-
-    features: tuple[str, ...]
-    classes: tuple[str, ...]
-    windows: int
-    window_hours: float
-
-    @property
-    def n_features(self) -> int:
-        return len(self.features)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
 
 
 def needed_columns(manifest: Manifest, modalities, tasks) -> list[str]:
@@ -87,9 +59,9 @@ def check_subset(manifest: Manifest, modalities, where: str = "modality subset")
     return modalities
 
 
-def check_labels(stays_dir: str | Path, split: str, task: str) -> None:
+def check_labels(stays_dir: str | Path, split: str, task: str, manifest: Manifest | None = None) -> None:
     """Fail naming the shard and field when a stay of ``split`` lacks the ``task`` label."""
-    manifest = read_manifest(stays_dir)
+    manifest = manifest or read_manifest(stays_dir)
     column = TASK_LABELS[check_task(task)]
     if task == "phenotyping" and not manifest.phenotypes:
         raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: source {manifest.source!r} has no phenotype labels; task 'phenotyping' is not available for it")
@@ -113,7 +85,7 @@ def _keep_present(batch: pa.Table, columns: list[str]) -> pa.Table:
     return batch.filter(mask)
 
 
-def split_dataset(stays_dir: str | Path, split: str, modalities, tasks):
+def split_dataset(stays_dir: str | Path, split: str, modalities, tasks, manifest: Manifest | None = None):
     """The stays of ``split`` that have at least one of ``modalities``, as a ``ray.data.Dataset``.
 
     Only the id, the tasks' labels and the modalities' columns are read, one Arrow block per
@@ -121,11 +93,11 @@ def split_dataset(stays_dir: str | Path, split: str, modalities, tasks):
     """
     import ray.data
 
-    manifest = read_manifest(stays_dir)
+    manifest = manifest or read_manifest(stays_dir)
     modalities = check_subset(manifest, modalities)
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
     for task in tasks:
-        check_labels(stays_dir, split, task)
+        check_labels(stays_dir, split, task, manifest)
     columns = needed_columns(manifest, modalities, tasks)
     presence = [presence_column(m) for m in modalities]
     blocks = [_keep_present(pq.read_table(path, columns=columns), presence) for path in shard_paths(stays_dir, manifest, split)]
@@ -156,51 +128,18 @@ class StaysCollate:
         self.task = check_task(task)
         self.carry_forward = carry_forward
         self._hasher = None
-        if inputs not in INPUT_KINDS:
-            raise StaysError(f"input kind {inputs!r}: unknown; use one of {', '.join(INPUT_KINDS)}")
-        if inputs != "tensors" and not set(self.modalities) <= set(EVENT_MODALITIES):
-            other = [m for m in self.modalities if m not in EVENT_MODALITIES]
-            raise StaysError(f"modality subset {'+'.join(self.modalities)}: {inputs} inputs are built from {' and '.join(EVENT_MODALITIES)} only, not {', '.join(other)}")
         self.inputs = inputs
+        self.kind = input_kind(inputs)
         self.window_hours = float(window_hours)
-        if inputs != "tensors" and "timeseries" in self.modalities and manifest.timeseries is None:
-            raise StaysError(f"source {manifest.source!r}: the manifest describes no time series")
-
-    def vocab(self) -> TokenVocab:
-        """Ids of the ``tokens`` input (every feature the source has, whatever the subset)."""
-        ts, demo = self.manifest.timeseries, self.manifest.demographics
-        series = tuple(ts.features) if ts else ()
-        classes = ["(none)"]
-        for field in demo.categorical:
-            classes += [f"{field}={c}" for c in demo.categories.get(field, [])] + [f"{field}=?"]
-        hours = ts.hours if ts else 48
-        return TokenVocab(
-            features=series + tuple(demo.numeric) + tuple(demo.categorical),
-            classes=tuple(classes),
-            windows=max(1, int(np.ceil(hours / self.window_hours))),
-            window_hours=self.window_hours,
-        )
-
-    def aggregate_names(self) -> list[str]:
-        """Column names of the ``aggregates`` input."""
-        names = []
-        if "timeseries" in self.modalities:
-            names += [f"{f}:{a}" for a in AGGREGATES for f in self.manifest.timeseries.features]
-        if "demographics" in self.modalities:
-            demo = self.manifest.demographics
-            for field in demo.numeric:
-                names += [field, f"{field}:missing"]
-            for field in demo.categorical:
-                names += [f"{field}={c}" for c in demo.categories.get(field, [])] + [f"{field}=?"]
-        return names
+        self.kind.check(self)
 
     def input_shapes(self) -> dict:
-        """Per-modality input shape of one stay (what an encoder is built for); for ``tokens`` inputs
-        the vocabulary, for ``aggregates`` the feature width."""
-        if self.inputs == "tokens":
-            return {"tokens": self.vocab()}
-        if self.inputs == "aggregates":
-            return {"features": (len(self.aggregate_names()),)}
+        """What the model is built for: per modality the input shape of one stay for ``tensors``;
+        whatever the input kind says otherwise (the vocabulary of ``tokens``, a width...)."""
+        return self.kind.shapes(self)
+
+    def tensor_shapes(self) -> dict:
+        """The ``tensors`` input: per-modality input shape of one stay."""
         shapes: dict[str, tuple[int, ...]] = {}
         for modality in self.modalities:
             if modality in self.features:
@@ -227,29 +166,37 @@ class StaysCollate:
         present = np.stack([batch[presence_column(m)].astype(bool) for m in self.modalities], axis=1)
         out = {"stay_id": np.asarray(batch["stay_id"]).astype(str), "present": torch.from_numpy(present)}
         out["label"] = torch.from_numpy(self._labels(batch[TASK_LABELS[self.task]]))
-        if self.inputs == "tokens":
-            out.update({k: torch.from_numpy(v) for k, v in self._tokens(batch, present).items()})
-            return out
-        if self.inputs == "aggregates":
-            out["features"] = torch.from_numpy(self._aggregates(batch, present))
-            return out
+        built = self.kind.build(self, batch, present)
+        out.update({k: (torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype != object else v) for k, v in built.items()})
+        return out
+
+    def tensors(self, batch: dict[str, np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``tensors`` input: one array per modality (notes as strings when a text model runs in the trial)."""
+        stay_ids = np.asarray(batch["stay_id"]).astype(str)
+        out = {}
         for index, modality in enumerate(self.modalities):
             rows = present[:, index]
             if modality in self.features:
-                out[modality] = torch.from_numpy(self._lookup(out["stay_id"], modality, rows))
-                continue
-            if modality in TEXT_MODALITIES and self.raw_text:
+                out[modality] = self._lookup(stay_ids, modality, rows)
+            elif modality in TEXT_MODALITIES and self.raw_text:
                 out[modality] = np.array([t if keep and t is not None else "" for t, keep in zip(batch[f"{modality}_text"], rows)], dtype=object)
-                continue
-            encode = getattr(self, f"_{modality}") if modality not in TEXT_MODALITIES else self._text
-            out[modality] = torch.from_numpy(encode(batch, modality, rows))
+            else:
+                out[modality] = self.encode(modality, batch, rows)
         return out
+
+    def rows(self, present: np.ndarray, modality: str) -> np.ndarray:
+        """Which stays of the batch have ``modality`` (none when it is not in the subset)."""
+        return present[:, self.modalities.index(modality)] if modality in self.modalities else np.zeros(len(present), bool)
+
+    def encode(self, modality: str, batch: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """One modality's raw columns as the ``tensors`` input has them (zeros where ``rows`` is False)."""
+        encode = getattr(self, f"_{modality}") if modality not in TEXT_MODALITIES else self._text
+        return encode(batch, modality, rows)
 
     def _labels(self, labels: np.ndarray) -> np.ndarray:
         if self.task == "phenotyping":
             return np.stack([np.asarray(row, dtype=np.float32) for row in labels]).astype(np.float32)
-        labels = np.array(labels, dtype=np.float32)  # a writable copy: torch shares its memory
-        return np.log1p(labels) if self.task == "los" else labels
+        return np.array(labels, dtype=np.float32)  # a writable copy: torch shares its memory
 
     def _lookup(self, stay_ids: np.ndarray, modality: str, rows: np.ndarray) -> np.ndarray:
         """The precomputed embedding of each present stay (zeros where absent: the mask says so)."""
@@ -317,121 +264,6 @@ class StaysCollate:
                     onehot[i, lookup.get(value, len(categories)) if value is not None else len(categories)] = 1.0
             parts.append(onehot)
         return np.column_stack(parts).astype(np.float32) if parts else np.zeros((len(rows), 0), np.float32)
-
-
-    def _rows(self, present: np.ndarray, modality: str) -> np.ndarray:
-        return present[:, self.modalities.index(modality)] if modality in self.modalities else np.zeros(len(present), bool)
-
-    def _tokens(self, batch, present) -> dict[str, np.ndarray]:
-        """Observed-only tokens: descriptors at t = 0, then each (series, window) median at the
-        window's centre, in time order; right-padded (``tok_mask`` False) to the batch's longest."""
-        vocab, ts = self.vocab(), self.manifest.timeseries
-        n_series = len(ts.features) if ts else 0
-        static = self._static_tokens(batch, self._rows(present, "demographics"), n_series, vocab)
-        series_rows = self._rows(present, "timeseries")
-        if ts is not None:  # the z-score of each series, once per batch
-            ts_mean = np.asarray(ts.mean, np.float32)
-            ts_std = np.asarray(ts.std, np.float32)
-            ts_std = np.where(ts_std > 0, ts_std, 1.0)
-        stays = []
-        for i in range(len(present)):
-            feature, value, time, klass = static[i]
-            if series_rows[i] and batch["ts_event_feature"][i] is not None:
-                f, w, med = window_medians(batch["ts_event_feature"][i], batch["ts_event_value"][i], batch["ts_event_time"][i], vocab.windows, vocab.window_hours)
-                feature = feature + f.tolist()
-                value = value + ((med - ts_mean[f]) / ts_std[f]).tolist()
-                time = time + ((w + 0.5) * vocab.window_hours).tolist()
-                klass = klass + [0] * len(f)
-            stays.append((feature, value, time, klass))
-        length = max([len(s[0]) for s in stays] + [1])
-        out = {
-            "tok_feature": np.zeros((len(stays), length), np.int64),
-            "tok_value": np.zeros((len(stays), length), np.float32),
-            "tok_time": np.zeros((len(stays), length), np.float32),
-            "tok_class": np.zeros((len(stays), length), np.int64),
-            "tok_mask": np.zeros((len(stays), length), bool),
-        }
-        for i, (feature, value, time, klass) in enumerate(stays):
-            n = len(feature)
-            out["tok_feature"][i, :n], out["tok_value"][i, :n], out["tok_time"][i, :n] = feature, value, time
-            out["tok_class"][i, :n], out["tok_mask"][i, :n] = klass, True
-        return out
-
-    def _static_tokens(self, batch, rows, n_series: int, vocab: TokenVocab) -> list[tuple[list, list, list, list]]:
-        demo = self.manifest.demographics
-        tokens = [([], [], [], []) for _ in rows]
-        for j, field in enumerate(demo.numeric):
-            raw = np.asarray(batch[demo_column(field)], dtype=np.float32)
-            z = (raw - demo.mean[field]) / (demo.std[field] or 1.0)
-            for i in np.flatnonzero(rows & ~np.isnan(raw)):
-                tokens[i][0].append(n_series + j), tokens[i][1].append(float(z[i])), tokens[i][2].append(0.0), tokens[i][3].append(0)
-        class_id = {name: k for k, name in enumerate(vocab.classes)}  # the vocabulary is the one layout of class ids
-        for j, field in enumerate(demo.categorical):
-            for i in np.flatnonzero(rows):
-                value = batch[demo_column(field)][i]
-                if value is None:
-                    continue
-                tokens[i][0].append(n_series + len(demo.numeric) + j), tokens[i][1].append(0.0), tokens[i][2].append(0.0)
-                tokens[i][3].append(class_id.get(f"{field}={value}", class_id[f"{field}=?"]))
-        return tokens
-
-    def _aggregates(self, batch, present) -> np.ndarray:
-        """Per stay: last, mean, min, max (NaN when never observed) and count of each series, then
-        the encoded descriptors (as the ``tensors`` input has them)."""
-        parts = []
-        if "timeseries" in self.modalities:
-            n_features = len(self.manifest.timeseries.features)
-            stats = np.full((len(present), len(AGGREGATES), n_features), np.nan, np.float32)
-            stats[:, AGGREGATES.index("count")] = 0.0
-            rows = self._rows(present, "timeseries")
-            for i in np.flatnonzero(rows):
-                if batch["ts_event_feature"][i] is not None and len(batch["ts_event_feature"][i]):
-                    stats[i] = series_aggregates(batch["ts_event_feature"][i], batch["ts_event_value"][i], batch["ts_event_time"][i], n_features)
-            parts.append(stats.reshape(len(present), -1))
-        if "demographics" in self.modalities:
-            parts.append(self._demographics(batch, "demographics", self._rows(present, "demographics")))
-        return np.concatenate(parts, axis=1).astype(np.float32)
-
-
-def window_medians(features, values, times, n_windows: int, window_hours: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median of each (feature, window) with observations; returns (feature, window, median) sorted
-    by window then feature. Events past the last window fall into it."""
-    features = np.asarray(features, np.int64)
-    values = np.asarray(values, np.float32)
-    times = np.asarray(times, np.float32)
-    keep = np.isfinite(values) & np.isfinite(times)
-    features, values, times = features[keep], values[keep], times[keep]
-    window = np.clip((times // window_hours).astype(np.int64), 0, n_windows - 1)
-    width = features.max(initial=0) + 1
-    key = window * width + features
-    order = np.lexsort((values, key))
-    key, values = key[order], values[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
-    counts = np.diff(np.r_[starts, len(key)])
-    median = (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
-    return key[starts] % width, key[starts] // width, median.astype(np.float32)
-
-
-def series_aggregates(features, values, times, n_features: int) -> np.ndarray:
-    """[len(AGGREGATES), n_features]: last (latest time), mean, min, max, count of each series."""
-    features = np.asarray(features, np.int64)
-    values = np.asarray(values, np.float64)
-    times = np.asarray(times, np.float64)
-    keep = np.isfinite(values)
-    features, values, times = features[keep], values[keep], times[keep]
-    out = np.full((len(AGGREGATES), n_features), np.nan)
-    count = np.bincount(features, minlength=n_features).astype(np.float64)
-    seen = count > 0
-    out[4] = count
-    out[1, seen] = (np.bincount(features, weights=values, minlength=n_features)[seen]) / count[seen]
-    low, high = np.full(n_features, np.inf), np.full(n_features, -np.inf)
-    np.minimum.at(low, features, values)
-    np.maximum.at(high, features, values)
-    out[2, seen], out[3, seen] = low[seen], high[seen]
-    order = np.lexsort((times, features))  # by feature, then time: each feature's last entry is its latest
-    last_index = order[np.r_[features[order][1:] != features[order][:-1], True]] if len(order) else order
-    out[0, features[last_index]] = values[last_index]
-    return out.astype(np.float32)
 
 
 def _carry_forward(values: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Layout: ``<cache_root>/<encoder id>-<data hash[:16]>/<modality>/`` holds ``<modality>.parquet``
 (``stay_id`` str, ``embedding`` fixed_size_list<float32>, sorted by ``stay_id``, present notes only)
 and ``meta.json`` (encoder id, config, full data hash, n stays, dim, created time, forward passes).
-The encoder id (``trainables.text.text_model_id``) already hashes the model name and max_length;
+The encoder id (``sweeper.encode.text.text_model_id``) already hashes the model name and max_length;
 the data hash is the stays manifest's ``content_hash``, so new data or another config is a miss.
 
 Each entry is written to a hidden temporary folder beside it and renamed into place, so a killed
@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from sweeper.data.schema import MODALITY_COLUMNS, StaysError, presence_column, read_manifest
 from sweeper.data.stays import shard_paths
-from trainables.text import DEFAULT_TEXT_MODEL, text_model_id
+from sweeper.encode.text import DEFAULT_TEXT_MODEL, text_model_id
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _write_entry(folder: Path, modality: str, ids: np.ndarray, vectors: np.ndarr
 @lru_cache(maxsize=2)
 def _frozen_encoder(name: str, max_length: int):
     """One frozen encoder per process and config: embedding several modalities loads the model once."""
-    from trainables.text import HFTextEncoder
+    from sweeper.encode.text import HFTextEncoder
 
     return HFTextEncoder(name, d=None, max_length=max_length).eval()
 
@@ -125,7 +125,7 @@ def text_embeddings(
 
     Rows are sorted by ``stay_id``. A cache hit runs no encoder; a miss encodes the notes with a
     frozen ``HFTextEncoder`` in batches of ``batch_size`` and stores them. ``progress(done, total)``
-    is called after each batch. ``encoder``: a name ``trainables.text.resolve_text_model`` accepts.
+    is called after each batch. ``encoder``: a name ``sweeper.encode.text.resolve_text_model`` accepts.
     """
     text_column(modality)
     manifest = read_manifest(stays_dir)

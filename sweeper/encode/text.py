@@ -75,6 +75,11 @@ def lora_from_trial_config(config: dict) -> dict:
     return {option: config[key] for key, option in LORA_CONFIG_KEYS.items() if key in config}
 
 
+def lora_rank(config: dict) -> int:
+    """LoRA rank of the text encoder (``text_lora_r``; 0: frozen or bag-of-words)."""
+    return int(config.get("text_lora_r") or 0)
+
+
 def lora_config(lora: dict | None) -> dict | None:
     """``lora`` with defaults filled in, or None when it asks for no adapters (missing or r = 0)."""
     if not lora:

@@ -11,9 +11,13 @@ import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError
 from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell, compare_with_best
-from sweeper.evaluation.leaderboard import write_leaderboard
-from sweeper.tune.spec import Cell, Spec
-from sweeper.tune.worker import MODEL_FILE, PREDICTIONS_FILE
+from sweeper.engine.analyses import run_analyses, write_analyses
+from sweeper.engine.trial import trial_run
+from sweeper.evaluation.leaderboard import write_atomically, write_leaderboard
+from sweeper.loop.outputs import MODEL_FILE, PREDICTIONS_FILE
+from sweeper.plan.spec import Cell, Spec
+from sweeper.report.analyses import markdown_summary
+from sweeper.report.html import write_html_report
 
 
 def _filesystem(checkpoint_path: str):
@@ -56,9 +60,9 @@ def gather_final(results, run_dir: Path) -> dict[str, list[SeedPredictions]]:
     """Per cell, every finished seed's predictions (also copied to ``predictions/``)."""
     per_cell: dict[str, list[SeedPredictions]] = {}
     for result in results:
-        run = (result.config or {}).get("run")
+        run = trial_run(result.config or {})
         metrics = result.metrics or {}
-        if run is None or not metrics.get("done") or "checkpoint_path" not in metrics:
+        if "seed" not in run or not metrics.get("done") or "checkpoint_path" not in metrics:
             continue
         table = read_predictions(metrics["checkpoint_path"])
         out = run_dir / "predictions" / run["cell"] / f"seed-{run['seed']}.parquet"
@@ -77,7 +81,7 @@ def write_tensorboard(results_by_phase: dict, rows: list[dict], run_dir: Path) -
     for phase, results in results_by_phase.items():
         for result in results:
             history = result.metrics_dataframe
-            config = (result.config or {}).get("run", result.config or {})
+            config = trial_run(result.config or {})
             if history is None or "epoch" not in history or not config.get("cell"):
                 continue
             name = f"seed-{config['seed']}" if phase == "final" else Path(result.path).name
@@ -112,15 +116,12 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
     compare_with_best(rows, per_cell, metric=spec.metric, n_resamples=spec.final.bootstrap_resamples)
     board = write_leaderboard(rows, run_dir, rank_by=spec.metric)
     if stays_dir is not None:
-        from sweeper.evaluation.report import markdown_summary, write_analyses
-
-        summary = markdown_summary(write_analyses(cells, per_cell, final_results, run_dir, stays_dir))
+        write_analyses(run_analyses(cells, per_cell, final_results, run_dir, stays_dir), run_dir)
+        summary = markdown_summary(run_dir)
         if summary:
-            with (run_dir / "leaderboard.md").open("a") as handle:
-                handle.write("\n" + summary + "\n")
+            markdown = run_dir / "leaderboard.md"
+            write_atomically(markdown, markdown.read_text() + "\n" + summary + "\n")
     phases = {"final": final_results, **({"tune": tune_results} if tune_results is not None else {})}
     write_tensorboard(phases, rows, run_dir)
-    from sweeper.evaluation.html_report import write_html_report
-
     write_html_report(run_dir, rank_by=spec.metric)
     return board

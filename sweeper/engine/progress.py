@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from sweeper.engine.trial import trial_run
+
 class Progress(Callback):
     def __init__(self, run_dir: Path, quiet: bool = False, every_s: float = 10.0, metric: str = "val_auroc"):
         self.run_dir, self.quiet, self.every_s, self.metric = Path(run_dir), quiet, every_s, metric
@@ -64,13 +66,13 @@ class Progress(Callback):
         self.say(f"[{phase}] {len(cells)} cells, {total_trials} trials")
 
     def _log(self, kind: str, trial, **extra) -> None:
-        config = trial.config.get("run", trial.config)
+        config = trial_run(trial.config)
         record = {"time": time.time(), "phase": self.phase, "event": kind, "trial_id": trial.trial_id, "cell": config.get("cell"), **extra}
         with self.events.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _cell(self, trial) -> str:
-        return trial.config.get("run", trial.config).get("cell", "?")
+        return trial_run(trial.config).get("cell", "?")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running[trial.trial_id] = self._cell(trial)

@@ -135,13 +135,5 @@ class CellScheduler(FIFOScheduler):
     def on_trial_error(self, controller, trial) -> None:
         self._asha(controller, trial).on_trial_error(controller, trial)
 
-    def rung_sizes(self) -> dict[str, dict]:
-        """Per cell: how many trials reached each rung (for tests and the report)."""
-        out = {}
-        for cell, asha in self._cells.items():
-            bracket = asha._brackets[0]
-            out[cell] = {milestone: len(recorded) for milestone, recorded in bracket._rungs}
-        return out
-
     def debug_string(self) -> str:
         return f"CellScheduler: ASHA per cell over {len(self._cells)} cells"

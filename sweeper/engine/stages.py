@@ -1,7 +1,7 @@
 """What trials read besides the stays: frozen-encoder embeddings and stage artifacts.
 
 Before the tune phase the driver
-1. encodes every note once per frozen text encoder (``sweeper.data.embeddings``; a later sweep
+1. encodes every note once per frozen text encoder (``sweeper.encode.embeddings``; a later sweep
    over the same data reads the cache and encodes nothing), and
 2. runs each stage a trainable ``needs`` (e.g. ``picme.pretrain``) once per (stage, modality subset,
    stage config, data hash), however many cells, tasks, trials and seeds depend on it: the
@@ -12,13 +12,13 @@ Embeddings go into the object store once; each trial gets references to its cell
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from sweeper.data.loading import TEXT_MODALITIES
-from sweeper.tune.spec import Cell, Spec, trial_config
+from sweeper.plan.plan import stage_jobs
+from sweeper.plan.spec import Cell, Spec
 
 BAG = "bag"
 
@@ -32,7 +32,7 @@ def check_text_encoders(spec: Spec, spec_file: Path) -> None:
     or the run stops here, before its folder exists, naming the spec key."""
     from sweeper.errors import SweeperError
     from trainables import registry
-    from trainables.text import resolve_text_model
+    from sweeper.encode.text import resolve_text_model
 
     for method, options in spec.methods.items():
         encoder = options.fixed.get("text_encoder", registry.get(method).defaults.get("text_encoder"))
@@ -49,7 +49,7 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
     this run spent (0 when the cache had them)."""
     import ray
 
-    from sweeper.data.embeddings import last_forward_passes, text_embeddings
+    from sweeper.encode.embeddings import last_forward_passes, text_embeddings
 
     refs: dict[tuple, object] = {}
     record: list[dict] = []
@@ -73,37 +73,18 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
     return out
 
 
-def stage_jobs(spec: Spec, cells: list[Cell], data_hash: str) -> dict[str, dict]:
-    """Artifact key → the stage run that makes it and the cells that read it."""
-    from trainables import registry
-
-    jobs: dict[str, dict] = {}
-    for cell in cells:
-        needs = registry.get(cell.method).needs
-        if not needs:
-            continue
-        stage = registry.stage(needs)
-        base = trial_config(spec, cell, {})
-        config = {k: base.get(k, stage.defaults.get(k)) for k in stage.config_keys}
-        config = {k: v for k, v in config.items() if v is not None}
-        identity = json.dumps({"stage": stage.name, "subset": list(cell.modalities), "config": config, "data": data_hash, "seed": spec.seed}, sort_keys=True)
-        key = f"{'+'.join(cell.modalities)}-{hashlib.sha256(identity.encode()).hexdigest()[:10]}"
-        job = jobs.setdefault(key, {"stage": stage.name, "subset": list(cell.modalities), "config": config, "cell": cell.cell_id, "dependents": []})
-        job["dependents"].append(cell.cell_id)
-    return jobs
-
-
 def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress):
     """Run the missing stage artifacts; returns the context with each dependent cell's inputs added."""
     import ray
     from ray import tune
 
     from sweeper.errors import SweeperError
-    from sweeper.tune.collect import copy_checkpoint
-    from sweeper.tune.runner import _trainable, run_phase
+    from sweeper.engine.collect import copy_checkpoint
+    from sweeper.engine.phases import run_phase
+    from sweeper.engine.trial import grid_of, trainable, trial_run
     from trainables import registry
 
-    data_hash = read_manifest_hash(context)
+    data_hash = context.data_hash
     jobs = stage_jobs(spec, cells, data_hash)
     if not jobs:
         return context
@@ -112,9 +93,9 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     if todo:
         progress.start_phase("pretrain", total_trials=len(todo), cells={job["cell"]: 1 for job in todo.values()})
         runs = [{"cell": job["cell"], "stage": job["stage"], "seed": spec.seed, "params": {}, "key": key} for key, job in sorted(todo.items())]
-        results = run_phase("pretrain", run_dir, _trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots), {"run": tune.grid_search(runs)}, [progress], resume)
+        results = run_phase("pretrain", run_dir, trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots), grid_of(runs), [progress], resume)
         for result in results:
-            run = (result.config or {}).get("run", {})
+            run = trial_run(result.config or {})
             metrics = result.metrics or {}
             if not metrics.get("done") or "checkpoint_path" not in metrics:
                 raise SweeperError(f"stage {run.get('stage')} on {run.get('key')}: no artifact; see the errors under {run_dir / 'pretrain'}, then --resume")
@@ -132,15 +113,9 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
         for cell_id in job["dependents"]:
             cell = context.cells[cell_id]
             configs[cell_id].update(artifact["config"])
-            if registry.get(cell.method).frozen:
+            if cell.trainable.frozen:
                 features[cell_id] = {**features.get(cell_id, {}), **refs}
         index.setdefault(job["stage"], {})[key] = {k: job[k] for k in ("subset", "config", "dependents")}
     for stage_name, entries in index.items():
         (root / stage_name / "index.json").write_text(json.dumps(entries, indent=2, sort_keys=True))
     return dataclasses.replace(context, features=features, base_configs=configs)
-
-
-def read_manifest_hash(context) -> str:
-    from sweeper.data.schema import Manifest
-
-    return Manifest.from_json(context.manifest_json).content_hash

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 
+# A trial's own actor only drives its Train job; the Train workers ask for the real resources. It
+# holds no CPU: even 0.01 CPU on a node leaves less than a whole CPU there, and a worker asking for
+# one whole CPU then never fits (seen on a multi-node cluster: the final phase waited forever).
+# Memory is what the driver process really costs.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
+
 
 @dataclasses.dataclass(frozen=True)
 class TrialContext:
     """What every trial of a run shares (passed once through ``tune.with_parameters``)."""
 
     datasets: dict  # split -> materialized ray.data.Dataset with every cell's columns
-    manifest_json: str
+    manifest: object  # ObjectRef of the run's Manifest (read once by the driver)
+    data_hash: str  # the manifest's content hash (stage artifacts and caches are keyed on it)
     storage_path: str
     cells: dict  # cell_id -> Cell
     base_configs: dict  # cell_id -> method defaults + fixed values + axis values
@@ -31,13 +38,24 @@ class TrialContext:
     features: dict = dataclasses.field(default_factory=dict)  # cell_id -> {modality: ObjectRef of (ids, matrix)}
 
 
-def build_trainer(config: dict, context: TrialContext, trial_name: str):
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+def trial_run(config: dict) -> dict:
+    """A trial's own run description: the tune phase's config itself, or what a grid-searched phase
+    (final, stages) wraps under ``run``."""
+    return config.get("run", config)
 
-    from sweeper.tune.worker import train_loop_per_worker
 
+def grid_of(runs: list[dict]) -> dict:
+    """The param space of a phase that runs a fixed list of trials (final seeds, stage runs): a
+    grid over them under ``run``, which ``trial_run`` unwraps."""
+    from ray import tune
+
+    return {"run": tune.grid_search(runs)}
+
+
+def loop_config_of(config: dict, context: TrialContext) -> dict:
+    """The training loop's config of one trial: the cell's base config, the trial's params, and
+    what the run fixes (budgets, seed, the manifest's object reference)."""
+    config = trial_run(config)
     cell = context.cells[config["cell"]]
     final = bool(config.get("final", False))
     params = config.get("params", {k: v for k, v in config.items() if k not in ("cell", "seed", "final")})
@@ -52,14 +70,24 @@ def build_trainer(config: dict, context: TrialContext, trial_name: str):
         "max_epochs": context.max_epochs,
         "patience": context.patience,
         "checkpoint_every": context.checkpoint_every,
-        "manifest_json": context.manifest_json,
+        "manifest": context.manifest,
         "torch_threads": max(1, int(context.cpus_per_worker)),
         "features": context.features.get(cell.cell_id, {}),
     }
     if config.get("stage"):
         loop_config["stage"] = config["stage"]
-    splits = ("train", "val", "test") if final or config.get("stage") else ("train", "val")
-    datasets = {split: context.datasets[split] for split in splits}
+    return loop_config
+
+
+def build_trainer(config: dict, context: TrialContext, trial_name: str):
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from sweeper.loop.training import reads_splits, train_loop_per_worker
+
+    loop_config = loop_config_of(config, context)
+    datasets = {split: context.datasets[split] for split in reads_splits(loop_config)}
     use_gpu = context.gpus_per_worker > 0
     resources = {"CPU": context.cpus_per_worker}
     if use_gpu:
@@ -99,6 +127,12 @@ def run_trial(config: dict, context: TrialContext) -> None:
     """Tune function trainable: one Train job for ``config`` (``cell`` + params, or final seed)."""
     from ray import tune
 
-    config = config.get("run", config)  # final-phase configs come wrapped by grid_search
     trial_id = tune.get_context().get_trial_id()
     build_trainer(config, context, trial_name=f"train-{trial_id}").fit()
+
+
+def trainable(context: TrialContext):
+    """The Tune trainable of every phase: ``run_trial`` with the run's shared context."""
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), TRIAL_DRIVER_RESOURCES)

@@ -1,9 +1,11 @@
-"""The training loop every Ray Train worker runs, whatever the method.
+"""The training loop every trial runs, whatever the method and the runtime.
 
-Reads its split shards through Ray Data (``ray.train.get_dataset_shard``), builds the trainable's
-model, trains with early stopping on the validation metric the spec selects by (AUROC by default), reports one result per epoch (ASHA's
-``epoch`` counter, validation metrics) and, in the final phase, stores test predictions in the
-last report's checkpoint so the driver gets them through Train's storage, shared FS or not.
+Reads its split shards through the session (``ray.train.get_dataset_shard`` in a Train worker),
+builds the trainable's model and asks the trainable for everything method-specific: its loss, its
+optimizer and parameter groups, what checkpoints are selected by, its epoch hook, its export and
+its attributions. Trains with early stopping, reports one result per epoch (ASHA's ``epoch``
+counter, validation metrics) and, in the final phase, stores test predictions in the last
+report's checkpoint so the driver gets them through Train's storage, shared FS or not.
 """
 from __future__ import annotations
 
@@ -14,10 +16,7 @@ import time
 
 import numpy as np
 
-PREDICTIONS_FILE = "predictions.parquet"
-MODEL_FILE = "model.pt"
-STATE_FILE = "state.pt"
-FINAL_METRICS_FILE = "final_metrics.json"  # beside the predictions: a resumed finished trial reports them again
+from sweeper.loop.outputs import FINAL_METRICS_FILE, STATE_FILE, labels_numpy, report_final, report_final_again
 
 
 def choose_device():
@@ -27,6 +26,12 @@ def choose_device():
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def reads_splits(config: dict) -> tuple[str, ...]:
+    """The splits a trial reads: test only in the final phase and in stages (their artifacts cover
+    every stay)."""
+    return ("train", "val", "test") if config.get("final") or config.get("stage") else ("train", "val")
+
+
 def _node_id() -> str | None:
     """The Ray node this worker runs on (None outside Ray, e.g. in unit tests)."""
     import ray
@@ -34,25 +39,16 @@ def _node_id() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def resolve_features(features: dict | None) -> dict:
-    """``{modality: (ids, matrix)}`` from the engine's ``{modality: ObjectRef}`` (or plain tuples)."""
-    if not features:
-        return {}
+def _resolve(value):
+    """A value the engine put in the object store once (the manifest, embeddings), or the value."""
     import ray
 
-    return {m: (ray.get(v) if isinstance(v, ray.ObjectRef) else v) for m, v in features.items()}
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
-def task_loss(task: str, labels):
-    """The task's loss: weighted BCE (pos_weight = n_neg / n_pos) for ihm, BCE for phenotyping."""
-    import torch
-
-    if task == "ihm":
-        positives = labels.sum().clamp(min=1.0)
-        return torch.nn.BCEWithLogitsLoss(pos_weight=(len(labels) - positives) / positives)
-    if task == "phenotyping":
-        return torch.nn.BCEWithLogitsLoss()
-    return torch.nn.MSELoss()
+def resolve_features(features: dict | None) -> dict:
+    """``{modality: (ids, matrix)}`` from the engine's ``{modality: ObjectRef}`` (or plain tuples)."""
+    return {m: _resolve(v) for m, v in (features or {}).items()}
 
 
 def drop_modalities(present, rate: float, generator):
@@ -92,11 +88,11 @@ def epoch_batches(n: int, batch_size: int, generator, lengths=None, pool: int = 
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
-def _to_device(batch: dict, device) -> dict:
+def to_device(batch: dict, device) -> dict:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
-def _select(data: dict, index) -> dict:
+def select_rows(data: dict, index) -> dict:
     return {k: v[index] for k, v in data.items()}
 
 
@@ -107,38 +103,30 @@ def predict(model, data: dict, device, batch_size: int = 512) -> np.ndarray:
     scores = []
     with torch.no_grad():
         for start in range(0, len(data["label"]), batch_size):
-            batch = _to_device(_select(data, slice(start, start + batch_size)), device)
+            batch = to_device(select_rows(data, slice(start, start + batch_size)), device)
             scores.append(torch.sigmoid(model(batch)["logits"]).float().cpu())
     out = torch.cat(scores).numpy()
     return out[:, 0] if out.shape[1] == 1 else out
 
 
-def _labels_numpy(data: dict) -> np.ndarray:
-    return data["label"].numpy()
+def validation_loss(model, data: dict, loss_fn, device, batch_size: int = 512) -> float:
+    """Mean loss over the validation stays (what ``select: loss`` follows)."""
+    import torch
 
-
-class TrainSession:
-    """Where the loop gets data and sends results inside a Ray Train worker."""
-
-    def dataset(self, split: str):
-        import ray.train
-
-        return ray.train.get_dataset_shard(split)
-
-    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        import ray.train
-
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-    def checkpoint(self):
-        import ray.train
-
-        return ray.train.get_checkpoint()
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(data["label"]), batch_size):
+            batch = to_device(select_rows(data, slice(start, start + batch_size)), device)
+            output = model(batch)
+            total += float(loss_fn(output["logits"], batch["label"].reshape(output["logits"].shape))) * len(batch["label"])
+    return total / max(len(data["label"]), 1)
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's entry point on every worker."""
+    from sweeper.loop.outputs import TrainSession
+
     run_training(config, TrainSession())
 
 
@@ -147,10 +135,9 @@ def run_training(config: dict, session) -> None:
     import torch
 
     from sweeper.data.loading import StaysCollate, collate_all
-    from sweeper.data.schema import Manifest
-    from sweeper.evaluation.metrics import compute_metrics
+    from sweeper.encode.text import lora_rank
+    from sweeper.loop.estimator import run_estimator
     from trainables import registry
-    from trainables.encoders import lora_rank
 
     torch.set_num_threads(int(config.get("torch_threads", 1)))
     seed = int(config["seed"])
@@ -165,40 +152,51 @@ def run_training(config: dict, session) -> None:
             if os.path.isfile(os.path.join(folder, FINAL_METRICS_FILE)):
                 # Its last report reached Train but not Tune (the driver was stopped right then):
                 # the trial is finished, so report the same result again, before reading any data.
-                return _report_final_again(folder, session, where)
+                return report_final_again(folder, session, where)
             if os.path.isfile(os.path.join(folder, STATE_FILE)):
                 saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
             # Otherwise a final checkpoint from an older run without its metrics: train again.
 
-    manifest = Manifest.from_json(config["manifest_json"])
-    task, final = config["task"], bool(config.get("final", False))
+    final = bool(config.get("final", False))
     trainable = registry.get(config["method"])
     collate = StaysCollate(
-        manifest, config["modalities"], task, inputs=trainable.inputs, window_hours=float(config.get("window_hours", 2.0)),
-        features=resolve_features(config.get("features")), raw_text=lora_rank(config) > 0,
+        _resolve(config["manifest"]), config["modalities"], config["task"], inputs=trainable.inputs,
+        window_hours=float(config.get("window_hours", 2.0)), features=resolve_features(config.get("features")), raw_text=lora_rank(config) > 0,
     )
-    splits = ("train", "val", "test") if final or config.get("stage") else ("train", "val")
     # Small cohorts fit in memory: read each shard once through Ray Data, then iterate tensors.
     data = {
         split: collate_all(session.dataset(split).iter_batches(batch_size=1024, batch_format="numpy"), collate)
-        for split in splits
+        for split in reads_splits(config)
     }
-
     if config.get("stage"):  # a stage other trainables depend on (e.g. picme.pretrain)
         return registry.stage(config["stage"]).run(config, data, collate, session)
     if trainable.fit is not None:
-        return _run_estimator(trainable, config, collate, data, session, final)
-    model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0)))
-    loss_fn = task_loss(task, data["train"]["label"]).to(device)
-    max_epochs, patience = int(config["max_epochs"]), int(config["patience"])
-    batch_size = int(config["batch_size"])
+        return run_estimator(trainable, config, collate, data, session, final, where)
+    return _train_torch(trainable, config, collate, data, session, saved, device, where)
 
-    select = str(config.get("select_metric", "auroc"))  # early stopping and the kept weights follow it
+
+def _train_torch(trainable, config: dict, collate, data: dict, session, saved, device, where: dict) -> None:
+    import torch
+
+    from sweeper.evaluation.metrics import compute_metrics
+
+    seed, final = int(config["seed"]), bool(config.get("final", False))
+    model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
+    optimizer = trainable.optimizer(model, config)
+    warmup = int(config.get("warmup_steps", 0) or 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup)) if warmup > 0 else None
+    grad_clip = float(config.get("grad_clip") or 0.0)
+    loss_fn = trainable.loss(config["task"], data["train"]["label"]).to(device)
+    max_epochs, patience, batch_size = int(config["max_epochs"]), int(config["patience"]), int(config["batch_size"])
+
+    by_loss = trainable.select == "loss"  # otherwise the spec's metric on validation
+    select = "loss" if by_loss else str(config.get("select_metric", "auroc"))
     start_epoch, best_score, best_state, since_best = 0, -np.inf, None, 0
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved.get("scheduler") is not None:
+            scheduler.load_state_dict(saved["scheduler"])
         start_epoch, best_score, best_state, since_best = saved["epoch"], saved["best_score"], saved["best_state"], saved["since_best"]
 
     generator = torch.Generator().manual_seed(seed)
@@ -208,32 +206,35 @@ def run_training(config: dict, session) -> None:
     missing_rate = float(config.get("train_missing_rate", 0.0))
     for epoch in range(start_epoch, max_epochs):
         started = time.perf_counter()
-        if hasattr(model, "on_epoch_start"):  # e.g. medfuse's transfer warm-up
-            model.on_epoch_start(epoch)
+        if trainable.on_epoch_start is not None:
+            trainable.on_epoch_start(model, epoch)
         model.train()
         total, seen = 0.0, 0
         for index in epoch_batches(n_train, batch_size, generator, lengths):
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
-            batch = _select(data["train"], index)
+            batch = select_rows(data["train"], index)
             batch["present"] = drop_modalities(batch["present"], missing_rate, generator)
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             output = model(batch)
             logits = output["logits"]
-            target = batch["label"].reshape(logits.shape)
-            loss = loss_fn(logits, target) + output.get("aux_loss", 0.0)
+            loss = loss_fn(logits, batch["label"].reshape(logits.shape)) + output.get("aux_loss", 0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
         train_seconds = time.perf_counter() - started
 
-        val_scores = predict(model, data["val"], device)
-        val = compute_metrics(_labels_numpy(data["val"]), val_scores)
-        improved = val[select] > best_score
-        if improved:
-            best_score, since_best = val[select], 0
+        val = compute_metrics(labels_numpy(data["val"]), predict(model, data["val"], device))
+        val_loss = validation_loss(model, data["val"], loss_fn, device) if by_loss else None
+        score = -val_loss if by_loss else val[select]
+        if score > best_score:
+            best_score, since_best = score, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
@@ -243,28 +244,24 @@ def run_training(config: dict, session) -> None:
             "train_loss": total / max(seen, 1),
             "train_seconds": train_seconds,
             **where,
-            f"best_val_{select}": best_score,
+            f"best_val_{select}": -best_score if by_loss else best_score,
+            **({"val_loss": val_loss} if by_loss else {}),
             **{f"val_{k}": v for k, v in val.items()},
         }
-        save_state = checkpoint_every and (epoch + 1) % checkpoint_every == 0 and not stop
         if final and stop:
             model.load_state_dict(best_state)
             test_scores = predict(model, data["test"], device)
-            test = compute_metrics(_labels_numpy(data["test"]), test_scores)
+            test = compute_metrics(labels_numpy(data["test"]), test_scores)
             metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=epoch + 1)
-            metrics.update(modality_attributions(model, data["test"], device))
-            with tempfile.TemporaryDirectory() as folder:
-                _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], test_scores)
-                _write_final_metrics(folder, metrics)
-                if config.get("save_model"):  # the best-epoch weights, for reuse (e.g. medfuse transfer_from)
-                    torch.save(model.export() if hasattr(model, "export") else {"state_dict": model.state_dict()}, os.path.join(folder, MODEL_FILE))
-                session.report(metrics, folder)
+            if trainable.attributions is not None:
+                metrics.update({f"ig_{m}": float(v) for m, v in trainable.attributions(model, data["test"], device).items()})
+            report_final(session, metrics, data["test"], test_scores, trainable.export(model) if config.get("save_model") else None)
             return
-        if save_state:
+        if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and not stop:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(
-                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                     "best_score": best_score, "best_state": best_state, "since_best": since_best},
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+                     "epoch": epoch + 1, "best_score": best_score, "best_state": best_state, "since_best": since_best},
                     os.path.join(folder, STATE_FILE),
                 )
                 session.report(metrics, folder)
@@ -272,92 +269,3 @@ def run_training(config: dict, session) -> None:
             session.report(metrics)
         if stop:
             return
-
-
-def modality_attributions(model, data: dict, device, max_stays: int = 1000) -> dict:
-    """``ig_<modality>``: each modality block's share of Integrated-Gradients attribution on the
-    concatenated embeddings (models with ``embed`` and ``fuse``), over up to ``max_stays`` test stays
-    that have every modality of the subset (an absent block is the learned missing vector, which
-    says nothing about what the modality carries). Several outputs (phenotypes) are attributed
-    through their mean logit."""
-    if not (hasattr(model, "embed") and hasattr(model, "fuse")):
-        return {}
-    import torch
-
-    from sweeper.evaluation.analyses import block_attributions
-
-    complete = torch.nonzero(data["present"].all(dim=1)).flatten()[:max_stays]
-    if len(complete) < 2:
-        return {}
-    model.eval()
-    batch = _to_device(_select(data, complete), device)
-    with torch.no_grad():
-        z = model.embed(batch)
-    modalities = list(model.modalities)
-
-    def forward(x):
-        logits = model.fuse(x)
-        return logits.mean(dim=1) if logits.ndim == 2 and logits.shape[1] > 1 else logits
-
-    # Baseline: the mean embedding, so a block's constant offset earns it no attribution.
-    shares = block_attributions(forward, z, modalities, z.shape[1] // len(modalities), baseline=z.mean(dim=0))
-    return {f"ig_{m}": float(v) for m, v in shares.items()}
-
-
-def _run_estimator(trainable, config: dict, collate, data: dict, session, final: bool) -> None:
-    """A non-torch method (sklearn-style estimator): fit once on train, report validation metrics
-    as epoch 1 and, in the final phase, test metrics and predictions."""
-    from sweeper.evaluation.metrics import compute_metrics
-
-    started = time.perf_counter()
-    estimator = trainable.build_model(config, collate.n_outputs(), int(config["seed"]))
-    arrays = {split: (part["features"].numpy(), _labels_numpy(part)) for split, part in data.items()}
-    trainable.fit(estimator, *arrays["train"], *arrays["val"])
-    train_seconds = time.perf_counter() - started
-    scores = {split: _estimator_scores(estimator, x, collate.n_outputs()) for split, (x, _) in arrays.items() if split != "train"}
-    val = compute_metrics(arrays["val"][1], scores["val"])
-    metrics = {"epoch": 1, "train_seconds": train_seconds, "node_id": _node_id(), "device": "cpu", f"best_val_{config.get('select_metric', 'auroc')}": val[config.get("select_metric", "auroc")], **{f"val_{k}": v for k, v in val.items()}}
-    if not final:
-        session.report(metrics)
-        return
-    test = compute_metrics(arrays["test"][1], scores["test"])
-    metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=1)
-    with tempfile.TemporaryDirectory() as folder:
-        _write_predictions(os.path.join(folder, PREDICTIONS_FILE), data["test"], scores["test"])
-        session.report(metrics, folder)
-
-
-def _write_final_metrics(folder: str, metrics: dict) -> None:
-    import json
-
-    with open(os.path.join(folder, FINAL_METRICS_FILE), "w") as handle:
-        json.dump({k: (v if isinstance(v, (str, bool, int, type(None))) else float(v)) for k, v in metrics.items()}, handle)
-
-
-def _report_final_again(folder: str, session, where: dict) -> None:
-    import json
-    import shutil
-
-    with open(os.path.join(folder, FINAL_METRICS_FILE)) as handle:
-        metrics = {**json.load(handle), **where}  # this worker reports it (its node may be a new one)
-    with tempfile.TemporaryDirectory() as copy:  # Train persists the report's folder as a new checkpoint
-        shutil.copytree(folder, copy, dirs_exist_ok=True)
-        session.report(metrics, copy)
-
-
-def _estimator_scores(estimator, x: np.ndarray, n_outputs: int) -> np.ndarray:
-    """Positive-class probabilities: [N] for one label, [N, L] for several."""
-    proba = estimator.predict_proba(x)
-    if isinstance(proba, list):  # one [N, 2] array per label (sklearn multi-output)
-        return np.stack([p[:, 1] for p in proba], axis=1)
-    proba = np.asarray(proba)
-    return proba[:, 1] if n_outputs == 1 else proba
-
-
-def _write_predictions(path: str, data: dict, scores: np.ndarray) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    labels = _labels_numpy(data)
-    as_lists = lambda a: pa.array([np.atleast_1d(row).astype(np.float32) for row in a], type=pa.list_(pa.float32()))  # noqa: E731
-    pq.write_table(pa.table({"stay_id": pa.array(data["stay_id"]), "label": as_lists(labels), "score": as_lists(scores)}), path)

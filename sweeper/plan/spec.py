@@ -11,9 +11,8 @@ import builtins
 
 import copy
 import dataclasses
-import hashlib
+import functools
 import itertools
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,6 +228,16 @@ class Cell:
         parts = [self.task, self.method, "+".join(self.modalities)] + [f"{k}={v}" for k, v in self.axes]
         return "__".join(parts)
 
+    @functools.cached_property
+    def trainable(self):
+        """The cell's ``Trainable``, resolved once per cell (not pickled: a trial resolves its own)."""
+        from trainables import registry
+
+        return registry.get(self.method)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "trainable"}
+
     def row(self) -> dict[str, Any]:
         return {"task": self.task, "method": self.method, "subset": list(self.modalities), "n_modalities": len(self.modalities), **dict(self.axes)}
 
@@ -315,8 +324,11 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
 
     for method in spec.methods:
         if not any(registry.can_read(method, subset) for subset in subsets):
+            from sweeper.data.inputs import input_kind
+
+            kind = input_kind(registry.get(method).inputs)
             raise SpecError(
-                f"{path}: methods.{method}: reads {registry.get(method).inputs} built from timeseries and demographics only; "
+                f"{path}: methods.{method}: reads {kind.name} inputs built from {' and '.join(kind.modalities or ())} only; "
                 "no modality subset of this spec is one of those"
             )
     if spec.data.path is not None and not Path(spec.data.path).is_absolute():
@@ -326,13 +338,7 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
 
 def trial_config(spec: Spec, cell: Cell, params: dict[str, Any]) -> dict[str, Any]:
     """Method defaults, then the spec's fixed values, then the searched ``params``."""
-    from trainables import registry
-
-    config = {**registry.get(cell.method).defaults, **spec.methods[cell.method].fixed, **params}
+    config = {**cell.trainable.defaults, **spec.methods[cell.method].fixed, **params}
     config.update(dict(cell.axes))
     config["select_metric"] = spec.metric
     return config
-
-
-def spec_hash(spec: Spec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]

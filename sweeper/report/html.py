@@ -20,7 +20,7 @@ import pandas as pd
 
 from sweeper.errors import SweeperError
 from sweeper.evaluation.leaderboard import write_atomically, display_tables, leaderboard_legend
-from sweeper.evaluation.report import read_analyses, summary_tables
+from sweeper.report.analyses import summary_tables
 
 REPORT_FILE = "report.html"
 MAX_PLOTTED_CELLS = 30
@@ -62,7 +62,7 @@ def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
             if grid is not None:
                 parts.append(_image(_grid_plot(grid, rank_by, str(task))))
             parts.append(tables[str(task)].to_html(index=False, border=0))
-    for title, frame in summary_tables(read_analyses(run_dir)):
+    for title, frame in summary_tables(run_dir):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(frame.round(3).to_html(border=0, na_rep=""))
     page = (
@@ -75,11 +75,18 @@ def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
 
 
 def _rank_metric(run_dir: Path, info: dict) -> str:
-    """The spec's ``metric`` (what the leaderboard is ranked by), from the spec the run started with."""
-    from sweeper.tune.spec import load_spec
+    """The spec's ``metric`` (what the leaderboard is ranked by): from ``run.json``, or, for a run
+    started before it was recorded there, from the run's own ``spec.yaml`` and profile."""
+    if info.get("metric"):
+        return str(info["metric"])
+    import yaml
 
-    spec, _ = load_spec(str(run_dir / "spec.yaml"), info.get("profile"))
-    return spec.metric
+    try:
+        raw = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        raw = {}
+    profile = (raw.get("profiles") or {}).get(info.get("profile")) or {} if isinstance(raw, dict) else {}
+    return str(profile.get("metric") or (raw.get("metric") if isinstance(raw, dict) else None) or "auroc")
 
 
 def _header(run_dir: Path, info: dict, board: pd.DataFrame, rank_by: str) -> str:

@@ -13,9 +13,9 @@ from sweeper.data.schema import StaysError, read_manifest
 def ray_session():
     # An in-process local Ray, shut down after this module: the engine tests that start their
     # own Ray must not find a second instance on the machine.
-    from sweeper.tune.runner import _ray_session
+    from sweeper.engine.session import RaySession
 
-    with _ray_session(None, num_cpus=2):
+    with RaySession(None, num_cpus=2):
         yield
 
 

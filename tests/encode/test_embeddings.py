@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sweeper.data.embeddings import _frozen_encoder, entry_dir, last_forward_passes, text_embeddings
+from sweeper.encode.embeddings import _frozen_encoder, entry_dir, last_forward_passes, text_embeddings
 from sweeper.data.schema import StaysError, read_manifest
 from sweeper.data.stays import read_stays, write_stays
 from sweeper.data.synthetic import SynthConfig, generate
-from trainables.text import DEFAULT_TEXT_MODEL, HFTextEncoder, text_model_id
+from sweeper.encode.text import DEFAULT_TEXT_MODEL, HFTextEncoder, text_model_id
 
 MAX_LENGTH = 32
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sweeper.errors import SweeperError
-from trainables.text import DEFAULT_TEXT_MODEL, HFTextEncoder, load_text_model, resolve_text_model, text_model_id
+from sweeper.encode.text import DEFAULT_TEXT_MODEL, HFTextEncoder, load_text_model, resolve_text_model, text_model_id
 
 SENTENCES = ["Patient intubated for respiratory failure.", "No acute findings.", "Septic shock on pressors, lactate rising."]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from sweeper.tune.progress import Progress
+from sweeper.engine.progress import Progress
 
 
 @dataclasses.dataclass

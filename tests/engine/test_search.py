@@ -5,7 +5,7 @@ import dataclasses
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from sweeper.tune.search import CellScheduler, CellSearcher
+from sweeper.engine.search import CellScheduler, CellSearcher
 
 OPTIONS = dict(time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2)
 
@@ -44,14 +44,6 @@ def test_a_single_global_asha_would_starve_the_weak_cell():
     # The control: without scoping, every weak trial is stopped at the first rung.
     decisions = _feed(AsyncHyperBandScheduler(metric="val_auroc", mode="max", **OPTIONS), _trials())
     assert all(decisions[f"w{i}"] == TrialScheduler.STOP for i in range(4))
-
-
-def test_rung_sizes_are_per_cell():
-    scheduler = CellScheduler("val_auroc", "max", **OPTIONS)
-    _feed(scheduler, _trials())
-    sizes = scheduler.rung_sizes()
-    assert set(sizes) == {"strong", "weak"}
-    assert sizes["weak"][1] == 4 and sizes["strong"][1] == 4
 
 
 def test_searcher_round_robins_cells_within_budget(tmp_path):

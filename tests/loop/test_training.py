@@ -1,7 +1,8 @@
 """Pieces of the worker loop that need no cluster."""
 import torch
 
-from sweeper.tune.worker import drop_modalities, task_loss
+from sweeper.loop.training import drop_modalities
+from trainables.registry import task_loss
 
 
 def test_drop_modalities_hides_at_the_rate_and_never_the_last_one():
@@ -45,12 +46,13 @@ def test_a_finished_trial_resumed_from_its_final_checkpoint_reports_it_again_wit
     import pyarrow.parquet as pq
 
     from sweeper.data.schema import read_manifest
-    from sweeper.tune.worker import FINAL_METRICS_FILE, PREDICTIONS_FILE, run_training
+    from sweeper.loop.outputs import FINAL_METRICS_FILE, PREDICTIONS_FILE
+    from sweeper.loop.training import run_training
     from trainables import registry
 
     config = {**registry.get("picme.supervised").defaults, "method": "picme.supervised", "task": "ihm", "seed": 0, "final": True,
               "modalities": ["timeseries", "demographics"], "max_epochs": 3, "patience": 3, "d": 16, "lr": 2e-3, "batch_size": 64,
-              "manifest_json": read_manifest(synth_stays).to_json()}
+              "manifest": read_manifest(synth_stays)}
     first = in_memory_session(synth_stays)
     run_training(config, first)
     final = first.reports[-1]

@@ -15,8 +15,8 @@ import yaml
 
 from sweeper.cli import main
 from sweeper.data.schema import MODALITIES
-from sweeper.tune import cli as tune_cli
-from sweeper.tune.spec import SPEC_DIR, Cell, SpecError, expand_cells, load_spec, trial_config
+from sweeper.engine import cli as tune_cli
+from sweeper.plan.spec import SPEC_DIR, Cell, SpecError, expand_cells, load_spec, trial_config
 from trainables import registry
 
 CLUSTER = {"CPU": 4.0, "GPU": 0.0}
@@ -396,7 +396,7 @@ def test_plan_says_which_method_subset_pairs_are_left_out(tmp_path, capsys):
 def test_metric_selects_and_reaches_the_trial(tmp_path):
     spec = load_raw(tmp_path, spec_with(metric="auprc"))
     assert trial_config(spec, expand_cells(spec)[0], {})["select_metric"] == "auprc"
-    from sweeper.tune.runner import objective
+    from sweeper.engine.phases import objective
 
     assert objective(spec) == "val_auprc"
     assert load_raw(tmp_path, spec_with()).metric == "auroc"
@@ -426,7 +426,7 @@ def test_run_folder_mistakes_are_one_line(tmp_path, capsys):
 
 
 def test_resume_picks_the_latest_run_by_start_time_and_of_the_named_profile(tmp_path, capsys):
-    from sweeper.tune.runner import RunOptions, resolve_run_dir
+    from sweeper.engine.rundir import RunOptions, resolve_run_dir
 
     base = tmp_path / "smoke"
     for name, profile, started in [("local-check", "local", "2026-11-21T12:27:30"), ("20261121-200303", "big", "2026-11-21T20:03:03"),

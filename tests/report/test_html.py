@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell, compare_with_best
-from sweeper.evaluation.html_report import write_html_report
+from sweeper.report.html import write_html_report
+from sweeper.engine.analyses import write_analyses
 from sweeper.evaluation.leaderboard import write_leaderboard
+from trainables.registry import Analysis
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSETS = ["discharge", "discharge+radiology", "timeseries+demographics"]
@@ -43,9 +45,9 @@ def run_dir(tmp_path):
                 rows.append({**row, "cell_id": cell_id})
     compare_with_best(rows, seeds, n_resamples=50)
     write_leaderboard(rows, run)
-    (run / "analyses").mkdir()
-    pd.DataFrame({"subset": ["discharge+radiology"] * 2, "modality": ["discharge", "radiology"], "lambda": [0.7, 0.3],
-                  "artifact": ["k", "k"]}).to_csv(run / "analyses" / "lambda.csv", index=False)
+    lam = pd.DataFrame({"subset": ["discharge+radiology"] * 2, "modality": ["discharge", "radiology"], "lambda": [0.7, 0.3], "artifact": ["k", "k"]})
+    summary = lam.pivot_table(index="subset", columns="modality", values="lambda")
+    write_analyses([Analysis("lambda", "Final λ of each pre-training run", lam, summary)], run)
     return run
 
 

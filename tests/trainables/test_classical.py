@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeper.data.loading import AGGREGATES, StaysCollate, series_aggregates
+from sweeper.data.inputs import AGGREGATES, aggregate_names, series_aggregates
+from sweeper.data.loading import StaysCollate
 from sweeper.data.schema import read_manifest
-from sweeper.tune.worker import run_training
+from sweeper.loop.training import run_training
 from trainables import registry
 
 
@@ -30,7 +31,7 @@ def test_series_aggregates_equal_pandas():
 def test_aggregate_inputs_name_every_column(synth_stays):
     manifest = read_manifest(synth_stays)
     collate = StaysCollate(manifest, ["timeseries", "demographics"], "ihm", inputs="aggregates")
-    names = collate.aggregate_names()
+    names = aggregate_names(collate)
     assert collate.input_shapes() == {"features": (len(names),)}
     assert len(names) == 5 * len(manifest.timeseries.features) + manifest.demographics.width
     assert names[0] == f"{manifest.timeseries.features[0]}:last"
@@ -39,7 +40,7 @@ def test_aggregate_inputs_name_every_column(synth_stays):
 def _config(stays, method, task="ihm", **extra):
     return {
         **registry.get(method).defaults, "method": method, "task": task, "modalities": ["timeseries", "demographics"], "seed": 0,
-        "final": True, "max_epochs": 1, "patience": 1, "manifest_json": read_manifest(stays).to_json(), **extra,
+        "final": True, "max_epochs": 1, "patience": 1, "manifest": read_manifest(stays), **extra,
     }
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from sweeper.data.loading import StaysCollate, window_medians
+from sweeper.data.inputs import token_vocab, window_medians
+from sweeper.data.loading import StaysCollate
 from sweeper.data.schema import read_manifest
-from sweeper.tune.worker import run_training
+from sweeper.loop.training import run_training
 from trainables.medfuse import MedFuse, TokenEmbedding, sinusoidal
 
 
@@ -92,7 +93,7 @@ def _batch(manifest, events, demo_known: bool):
 def test_tokens_are_made_for_observed_values_only(synth_stays):
     manifest = read_manifest(synth_stays)
     collate = StaysCollate(manifest, ["timeseries", "demographics"], "ihm", inputs="tokens")
-    vocab, demo = collate.vocab(), manifest.demographics
+    vocab, demo = token_vocab(collate), manifest.demographics
     n_series = len(manifest.timeseries.features)
     out = collate(_batch(manifest, ([0, 0, 4], [70.0, 90.0, 1.0], [0.5, 1.0, 30.0]), demo_known=True))
     mask = out["tok_mask"].numpy()
@@ -123,7 +124,7 @@ def test_token_inputs_refuse_other_modalities(synth_stays):
 def _config(stays, fusion="mufuse", **extra):
     return {
         "method": "medfuse", "task": "ihm", "modalities": ["timeseries", "demographics"], "seed": 0, "final": True,
-        "max_epochs": 6, "patience": 6, "manifest_json": read_manifest(stays).to_json(), "d": 32, "fusion": fusion,
+        "max_epochs": 6, "patience": 6, "manifest": read_manifest(stays), "d": 32, "fusion": fusion,
         "partition_k": 4, "heads": 4, "layers": 1, "dropout": 0.1, "time_period": 10000.0, "window_hours": 2.0, "phi_hidden": 64,
         "lr": 2e-3, "batch_size": 32, "weight_decay": 1e-4, **extra,
     }
@@ -153,7 +154,7 @@ def test_beats_trivial_baseline_on_synthetic(series_stays, in_memory_session, fu
 
 def test_transfer_copies_shared_feature_embeddings_and_freezes_them(tmp_path, synth_stays):
     manifest = read_manifest(synth_stays)
-    vocab = StaysCollate(manifest, ["timeseries", "demographics"], "ihm", inputs="tokens").vocab()
+    vocab = token_vocab(StaysCollate(manifest, ["timeseries", "demographics"], "ihm", inputs="tokens"))
     config = _config(synth_stays)
     source = MedFuse(config, {"tokens": vocab}, 1)
     # The source cohort knows the first three series under the same names, plus one the target lacks.

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sweeper.tune.worker import run_training
+from sweeper.loop.training import run_training
 
 SUBSET = ["discharge", "timeseries", "demographics"]
 
@@ -18,7 +18,7 @@ def _config(stays, method, modalities, **extra):
 
     return {
         **registry.get(method).defaults, "method": method, "task": "ihm", "modalities": modalities, "seed": 0, "final": True,
-        "max_epochs": 8, "patience": 8, "manifest_json": read_manifest(stays).to_json(), "d": 32, "lr": 2e-3, "batch_size": 32, **extra,
+        "max_epochs": 8, "patience": 8, "manifest": read_manifest(stays), "d": 32, "lr": 2e-3, "batch_size": 32, **extra,
     }
 
 
@@ -74,7 +74,7 @@ def test_mlstm_without_lambda_is_a_clear_error(synth_stays, in_memory_session):
 
 
 def test_supervised_learns_from_frozen_minilm_note_embeddings(synth_stays, in_memory_session, tmp_path):
-    from sweeper.data.embeddings import text_embeddings
+    from sweeper.encode.embeddings import text_embeddings
 
     ids, matrix = text_embeddings(synth_stays, "discharge", max_length=64, cache_root=tmp_path)
     assert matrix.shape[1] == 384

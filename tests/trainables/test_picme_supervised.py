@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweeper.tune.worker import run_training
+from sweeper.loop.training import run_training
 
 
 def _config(stays, modalities, epochs=8, seed=0):
@@ -12,7 +12,7 @@ def _config(stays, modalities, epochs=8, seed=0):
 
     return {
         "method": "picme.supervised", "task": "ihm", "modalities": modalities, "seed": seed, "final": True,
-        "max_epochs": epochs, "patience": epochs, "manifest_json": read_manifest(stays).to_json(),
+        "max_epochs": epochs, "patience": epochs, "manifest": read_manifest(stays),
         "d": 32, "lr": 2e-3, "batch_size": 32, "dropout": 0.1, "weight_decay": 1e-4,
     }
 

@@ -186,6 +186,8 @@ register(
         name="medfuse",
         build_model=MedFuse,
         inputs="tokens",
+        on_epoch_start=MedFuse.on_epoch_start,
+        export=MedFuse.export,
         defaults={
             "d": 32, "fusion": "mufuse", "partition_k": 4, "heads": 2, "layers": 2, "dropout": 0.1, "time_period": 10000.0,
             "window_hours": 2.0, "phi_hidden": 64, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, "transfer_freeze_epochs": 2,

@@ -25,10 +25,12 @@ import torch
 from torch import nn
 
 from trainables.encoders import build_encoder
+from trainables.picme.analyses import pretrain_analyses
 from trainables.picme.losses import ContrastiveLoss
 from trainables.picme.supervised import TEXT_DEFAULTS, ConcatFusion
+from trainables.attributions import concat_block_attributions
 from trainables.registry import Stage, Trainable, register, register_stage
-from trainables.text import LORA_CONFIG_KEYS
+from sweeper.encode.text import LORA_CONFIG_KEYS
 
 PRETRAIN_DEFAULTS = {
     "d": 64, "pretrain_epochs": 10, "pretrain_lr": 1e-3, "pretrain_batch_size": 128, "pretrain_patience": 3, "dropout": 0.1, **TEXT_DEFAULTS,
@@ -141,12 +143,12 @@ register_stage(
     Stage(
         name="picme.pretrain", run=pretrain, read=read_artifact,
         config_keys=("d", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_patience", "dropout", "cnn_width", "text_encoder", "text_max_length", *LORA_CONFIG_KEYS),
-        defaults=PRETRAIN_DEFAULTS, paper="PiCME §3.2 contrastive pre-training (000_3fa7bb705ac3a9f3)",
+        defaults=PRETRAIN_DEFAULTS, analyses=pretrain_analyses, paper="PiCME §3.2 contrastive pre-training (000_3fa7bb705ac3a9f3)",
     )
 )
 register(
     Trainable(
-        name="picme.contrastive", build_model=FrozenConcatHead, needs="picme.pretrain", frozen=True,
+        name="picme.contrastive", attributions=concat_block_attributions, build_model=FrozenConcatHead, needs="picme.pretrain", frozen=True,
         defaults={**PRETRAIN_DEFAULTS, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
         paper="PiCME §3 contrastive fine-tune (000_3fa7bb705ac3a9f3)",
     )

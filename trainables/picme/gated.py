@@ -15,6 +15,7 @@ import torch
 from trainables.picme.contrastive import PRETRAIN_DEFAULTS
 from trainables.picme.mlstm import ModalityGatedLSTM
 from trainables.picme.supervised import ConcatFusion
+from trainables.attributions import concat_block_attributions
 from trainables.registry import Trainable, register
 
 
@@ -37,7 +38,7 @@ class GatedFusion(ConcatFusion):
 
 register(
     Trainable(
-        name="picme.mlstm", build_model=GatedFusion, needs="picme.pretrain",
+        name="picme.mlstm", attributions=concat_block_attributions, build_model=GatedFusion, needs="picme.pretrain",
         defaults={**PRETRAIN_DEFAULTS, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
         paper="PiCME §3.4 Modality-Gated LSTM (000_3fa7bb705ac3a9f3)",
     )

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from trainables.encoders import build_encoder
+from trainables.attributions import concat_block_attributions
 from trainables.registry import Trainable, register
-from trainables.text import DEFAULT_TEXT_MODEL
+from sweeper.encode.text import DEFAULT_TEXT_MODEL
 
 # Notes go through the frozen offline all-MiniLM-L6-v2 (embeddings cached once per stay) unless a
 # spec picks another ``text_encoder`` (a hub id or local path; ``bag`` for hashed bag-of-words) or
@@ -58,7 +59,7 @@ class ConcatFusion(nn.Module):
 
 register(
     Trainable(
-        name="picme.supervised",
+        name="picme.supervised", attributions=concat_block_attributions,
         build_model=ConcatFusion,
         defaults={"d": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, **TEXT_DEFAULTS},
         paper="PiCME §3 supervised baseline (000_3fa7bb705ac3a9f3)",

@@ -1,0 +1,1 @@
+"""The training loop every trial runs, whatever the method and the runtime."""

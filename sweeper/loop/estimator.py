@@ -1,0 +1,37 @@
+"""The loop of a non-torch method (an sklearn-style estimator): fit once on train, report
+validation metrics as epoch 1 and, in the final phase, test metrics and predictions."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sweeper.evaluation.metrics import compute_metrics
+from sweeper.loop.outputs import labels_numpy, report_final
+
+
+def run_estimator(trainable, config: dict, collate, data: dict, session, final: bool, where: dict) -> None:
+    started = time.perf_counter()
+    estimator = trainable.build_model(config, collate.n_outputs(), int(config["seed"]))
+    arrays = {split: (part["features"].numpy(), labels_numpy(part)) for split, part in data.items()}
+    trainable.fit(estimator, *arrays["train"], *arrays["val"])
+    train_seconds = time.perf_counter() - started
+    scores = {split: estimator_scores(estimator, x, collate.n_outputs()) for split, (x, _) in arrays.items() if split != "train"}
+    val = compute_metrics(arrays["val"][1], scores["val"])
+    select = str(config.get("select_metric", "auroc"))
+    metrics = {"epoch": 1, "train_seconds": train_seconds, **where, "device": "cpu", f"best_val_{select}": val[select], **{f"val_{k}": v for k, v in val.items()}}
+    if not final:
+        session.report(metrics)
+        return
+    test = compute_metrics(arrays["test"][1], scores["test"])
+    metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=1)
+    report_final(session, metrics, data["test"], scores["test"])
+
+
+def estimator_scores(estimator, x: np.ndarray, n_outputs: int) -> np.ndarray:
+    """Positive-class probabilities: [N] for one label, [N, L] for several."""
+    proba = estimator.predict_proba(x)
+    if isinstance(proba, list):  # one [N, 2] array per label (sklearn multi-output)
+        return np.stack([p[:, 1] for p in proba], axis=1)
+    proba = np.asarray(proba)
+    return proba[:, 1] if n_outputs == 1 else proba

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -221,15 +222,11 @@ class StaysCollate:
         return self._hasher.transform(texts).toarray().astype(np.float32)
 
     def _cxr(self, batch, modality, rows) -> np.ndarray:
-        from PIL import Image
-
         size = self.manifest.cxr_size
         images = np.zeros((len(rows), 1, size, size), dtype=np.float32)
-        for i, (keep, pngs, times) in enumerate(zip(rows, batch["cxr_images"], batch["cxr_times"])):
+        for i, (keep, stay, pngs, times) in enumerate(zip(rows, batch["stay_id"], batch["cxr_images"], batch["cxr_times"])):
             if keep and pngs is not None and len(pngs):
-                latest = int(np.argmax(times)) if times is not None and len(times) == len(pngs) else len(pngs) - 1
-                image = Image.open(io.BytesIO(pngs[latest])).convert("L")
-                images[i, 0] = np.asarray(image, dtype=np.float32) / 255.0
+                images[i, 0] = _latest_image(self.manifest.content_hash, str(stay), pngs, times)
         return images
 
     def _timeseries(self, batch, modality, rows) -> np.ndarray:
@@ -264,6 +261,32 @@ class StaysCollate:
                     onehot[i, lookup.get(value, len(categories)) if value is not None else len(categories)] = 1.0
             parts.append(onehot)
         return np.column_stack(parts).astype(np.float32) if parts else np.zeros((len(rows), 0), np.float32)
+
+
+_DECODED: OrderedDict = OrderedDict()
+DECODED_BYTES = 256 * 2**20
+"""Decoded images a process keeps (a reused trial actor decodes each stay's image once, not once per
+trial); the least recently used go first past this many bytes."""
+_decoded_bytes = 0
+
+
+def _latest_image(data_hash: str, stay_id: str, pngs, times) -> np.ndarray:
+    """The stay's latest image as float32 in [0, 1], decoded once per process and data snapshot."""
+    global _decoded_bytes
+    key = (data_hash, stay_id)
+    if key in _DECODED:
+        _DECODED.move_to_end(key)
+        return _DECODED[key]
+    from PIL import Image
+
+    latest = int(np.argmax(times)) if times is not None and len(times) == len(pngs) else len(pngs) - 1
+    image = np.asarray(Image.open(io.BytesIO(pngs[latest])).convert("L"), dtype=np.float32) / 255.0
+    if data_hash:  # a snapshot without a content hash cannot be told from another: decode every time
+        _DECODED[key] = image
+        _decoded_bytes += image.nbytes
+        while _decoded_bytes > DECODED_BYTES and _DECODED:
+            _decoded_bytes -= _DECODED.popitem(last=False)[1].nbytes
+    return image
 
 
 def _carry_forward(values: np.ndarray) -> np.ndarray:

@@ -96,7 +96,9 @@ def lora_config(lora: dict | None) -> dict | None:
 def load_text_model(name: str, lora: dict | None = None):
     """(tokenizer, model) from local files only; LoRA-wrapped when ``lora`` has r > 0, else frozen."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the run's own status line reports progress
     path = resolve_text_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

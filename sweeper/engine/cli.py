@@ -23,7 +23,7 @@ def run_plan(args: argparse.Namespace) -> int:
         cluster = local_cluster_resources()
     profile = pick_profile(args.spec, args.profile, cluster.get("GPU", 0) > 0)
     spec, _ = load_spec(args.spec, profile)
-    print(plan_text(spec, profile, cluster))
+    print(plan_text(spec, profile, cluster, local=not args.address))
     return 0
 
 

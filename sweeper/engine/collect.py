@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from sweeper.errors import SweeperError
 from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell, compare_with_best
 from sweeper.engine.analyses import run_analyses, write_analyses
-from sweeper.engine.trial import trial_run
+from sweeper.engine.trial import checkpoint_path, trial_run
 from sweeper.evaluation.leaderboard import write_atomically, write_leaderboard
 from sweeper.loop.outputs import MODEL_FILE, PREDICTIONS_FILE
 from sweeper.plan.spec import Cell, Spec
@@ -62,13 +62,14 @@ def gather_final(results, run_dir: Path) -> dict[str, list[SeedPredictions]]:
     for result in results:
         run = trial_run(result.config or {})
         metrics = result.metrics or {}
-        if "seed" not in run or not metrics.get("done") or "checkpoint_path" not in metrics:
+        checkpoint = checkpoint_path(result)
+        if "seed" not in run or not metrics.get("done") or checkpoint is None:
             continue
-        table = read_predictions(metrics["checkpoint_path"])
+        table = read_predictions(checkpoint)
         out = run_dir / "predictions" / run["cell"] / f"seed-{run['seed']}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
-        copy_model(metrics["checkpoint_path"], run_dir / "models" / run["cell"] / f"seed-{run['seed']}.pt")
+        copy_model(checkpoint, run_dir / "models" / run["cell"] / f"seed-{run['seed']}.pt")
         per_cell.setdefault(run["cell"], []).append(_seed_predictions(table, run["seed"]))
     return per_cell
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from sweeper.errors import Interrupted, SweeperError
-from sweeper.engine.trial import grid_of, trainable
+from sweeper.engine.trial import grid_of, reuse_actors, trainable
 from sweeper.plan.spec import Cell, Spec
 
 MODE, TIME_ATTR = "max", "epoch"
@@ -17,12 +18,24 @@ def objective(spec: Spec) -> str:
     """The reported metric the tune phase maximises (``metric`` in the spec, on validation)."""
     return f"val_{spec.metric}"
 
-def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool):
+
+def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool, checkpoint_period_s: float = 0):
+    """Run (or, with ``resume``, finish) one phase as a Tune experiment under ``run_dir/name``.
+
+    Tune saves the experiment state at most every ``checkpoint_period_s`` seconds: 0 (every
+    controller step) means a driver killed right after a trial finished never runs that trial
+    again on --resume; a few seconds bounds what a crash can make run again, and keeps a driver
+    with hundreds of short trials from spending its core on rewriting the state file
+    (``checkpoint_period``).
+    """
     from ray import tune
 
-    # Save the experiment state at every controller step (default: every >= 10 s), so a driver
-    # killed right after a trial finished does not run that trial again on --resume.
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = os.environ.get("SWEEPER_TUNE_CHECKPOINT_S", "0")
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = os.environ.get("SWEEPER_TUNE_CHECKPOINT_S", str(checkpoint_period_s))
+    # The status line reports the run: Tune's own console reporter (its configuration box and its
+    # hint at a TensorBoard folder under /tmp/ray) stays out of the output.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A reused inline actor waits for the finished trial's thread; it is parked in its last report.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
     path = run_dir / name
     if path.exists() and tune.Tuner.can_restore(str(path)):
         if not resume:
@@ -41,13 +54,29 @@ def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dic
                 callbacks=callbacks,
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
+    started = time.time()
     with _StopOnCtrlC() as ctrl_c:
         results = tuner.fit()
+    _record_wall(run_dir, name, started, len(results), ctrl_c.pressed)
     if ctrl_c.pressed:  # Tune saved its state and returned: no outputs from a part of the trials
         raise Interrupted(f"{name} phase stopped; `sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it")
     return results
+
+def checkpoint_period(context) -> float:
+    """Seconds between saves of a phase's state: every step for Train-job trials (each costs its
+    start-up to run again); every 5 s for inline trials, which take seconds and are many."""
+    return 5.0 if context.runtime == "inline" else 0.0
+
+
+def _record_wall(run_dir: Path, phase: str, started: float, trials: int, interrupted: bool) -> None:
+    """``timings.jsonl``: each phase's wall time (one line per invocation; a resumed phase adds one)."""
+    record = {"phase": phase, "started": started, "wall_s": round(time.time() - started, 3), "trials": trials, "interrupted": interrupted}
+    with (run_dir / "timings.jsonl").open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
 
 class _StopOnCtrlC:
     """Ctrl-C during a phase: remember it and ask Tune for its graceful stop (SIGUSR1: Tune saves
@@ -103,12 +132,10 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     searcher = CellSearcher(spaces, budgets, metric, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
     scheduler = CellScheduler(metric, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
     progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
-    # No actor reuse here: a trial that ASHA stops must take its Train job down with its actor;
-    # a reused actor would keep the stopped job's workers, and their CPUs, alive.
     tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=False
+        search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=reuse_actors(context)
     )
-    results = run_phase("tune", run_dir, trainable(context), tune_config, {}, [progress], resume)
+    results = run_phase("tune", run_dir, trainable(context), tune_config, {}, [progress], resume, checkpoint_period(context))
     best: dict[str, tuple[float, dict]] = {}
     for result in results:
         if result.metrics is None or result.config is None or "cell" not in result.config:
@@ -127,12 +154,11 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     )
     return best_params, results
 
+
 def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, run_dir: Path, slots: int, resume: bool, progress):
     from ray import tune
 
     runs = [{"cell": c.cell_id, "seed": seed, "final": True, "params": best[c.cell_id]} for c in cells for seed in range(spec.final.seeds)]
     progress.start_phase("final", total_trials=len(runs), cells={c.cell_id: spec.final.seeds for c in cells})
-    # No actor reuse: after a trial failed (a lost node), Tune could not reuse a function
-    # trainable's actor ("reuse requires reset_config()") and a pending seed never ran.
-    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=False)
-    return run_phase("final", run_dir, trainable(context), tune_config, grid_of(runs), [progress], resume)
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=reuse_actors(context))
+    return run_phase("final", run_dir, trainable(context), tune_config, grid_of(runs), [progress], resume, checkpoint_period(context))

@@ -73,8 +73,8 @@ def run_info(run_dir: Path) -> dict:
         raise SweeperError(f"{run_dir / 'run.json'}: unreadable ({error}); remove that folder or pass --run-name") from None
     return info if isinstance(info, dict) else {}
 
-def save_run_files(run_dir: Path, spec_file: Path, options: RunOptions, profile: str | None, metric: str) -> None:
+def save_run_files(run_dir: Path, spec_file: Path, options: RunOptions, profile: str | None, metric: str, runtime: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=False)
     shutil.copyfile(spec_file, run_dir / "spec.yaml")
-    info = {"spec": options.spec, "profile": profile, "metric": metric, "data": options.data, "started": dt.datetime.now().isoformat(timespec="seconds")}
+    info = {"spec": options.spec, "profile": profile, "metric": metric, "runtime": runtime, "data": options.data, "started": dt.datetime.now().isoformat(timespec="seconds")}
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))

@@ -1,7 +1,7 @@
 """Search and early stopping scoped to a cell, inside one Tune experiment.
 
 One Tuner runs every cell's trials so that no slot idles while a cell finishes; ``CellSearcher``
-gives each cell its own Ray ``OptunaSearch`` (TPE, seeded, its study in the run's SQLite storage)
+gives each cell its own Optuna study (TPE, seeded, in the run's SQLite storage)
 and ``CellScheduler`` its own ASHA, so a trial is only ever compared with trials of its cell.
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ import pickle
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 CELL_KEY = "cell"
 
@@ -21,29 +20,43 @@ def _cell_seed(seed: int, cell_id: str) -> int:
 
 
 class CellSearcher(Searcher):
-    """Round-robin over cells with budget left; each cell's own OptunaSearch proposes its configs."""
+    """Round-robin over cells with budget left; each cell's own Optuna study (TPE, seeded) proposes
+    its configs through Optuna's ask-and-tell interface.
 
-    def __init__(self, spaces: dict, budgets: dict[str, int], metric: str, mode: str, storage_url: str, seed: int):
+    All studies share one storage (the run's SQLite file, which optuna-dashboard reads). Tune saves
+    the searcher at every controller step, so its state is small: how many trials each cell was
+    given, which Optuna trial each Tune trial is, and each cell's sampler (pickled again only when it
+    proposed since the last save).
+    """
+
+    def __init__(self, spaces: dict, budgets: dict[str, int], metric: str, mode: str, storage_url: str, seed: int, step_attr: str = "epoch"):
         super().__init__(metric=metric, mode=mode)
         self._spaces, self._budgets = spaces, budgets
-        self._storage_url, self._seed = storage_url, seed
-        self._searchers: dict[str, OptunaSearch] = {}
+        self._storage_url, self._seed, self._step_attr = storage_url, seed, step_attr
         self._issued = {cell: 0 for cell in budgets}
         self._trial_cell: dict[str, str] = {}
+        self._trial_number: dict[str, int] = {}  # Tune trial id -> its Optuna trial's number in the cell's study
+        self._finished: set[str] = set()
+        self._samplers: dict[str, bytes] = {}  # cell -> pickled sampler, as of the last save
+        self._studies: dict = {}
+        self._live: dict = {}  # Tune trial id -> optuna.Trial of this driver (intermediate values go to it)
+        self._storage = None
 
-    def _searcher(self, cell: str) -> OptunaSearch:
-        if cell not in self._searchers:
+    def __getstate__(self):  # Tune pickles the searcher with the experiment: no open storage in it
+        return {**self.__dict__, "_studies": {}, "_live": {}, "_storage": None}
+
+    def _study(self, cell: str):
+        if cell not in self._studies:
             import optuna
 
-            if not self._spaces[cell]:  # nothing to search: the fixed config is the only candidate
-                self._searchers[cell] = None
-                return None
-            storage = optuna.storages.RDBStorage(self._storage_url)
-            sampler = optuna.samplers.TPESampler(seed=_cell_seed(self._seed, cell))
-            self._searchers[cell] = OptunaSearch(
-                space=self._spaces[cell], metric=self.metric, mode=self.mode, sampler=sampler, study_name=cell, storage=storage
-            )
-        return self._searchers[cell]
+            if self._storage is None:
+                optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per new study otherwise
+                self._storage = optuna.storages.RDBStorage(self._storage_url)
+            saved = self._samplers.get(cell)
+            sampler = pickle.loads(saved) if saved else optuna.samplers.TPESampler(seed=_cell_seed(self._seed, cell))
+            direction = "maximize" if self.mode == "max" else "minimize"
+            self._studies[cell] = optuna.create_study(storage=self._storage, sampler=sampler, study_name=cell, direction=direction, load_if_exists=True)
+        return self._studies[cell]
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
@@ -53,48 +66,60 @@ class CellSearcher(Searcher):
         if not open_cells:
             return Searcher.FINISHED
         cell = min(open_cells, key=lambda c: (self._issued[c], list(self._budgets).index(c)))
-        searcher = self._searcher(cell)
-        params = searcher.suggest(trial_id) if searcher is not None else {}
         self._issued[cell] += 1
         self._trial_cell[trial_id] = cell
-        return {**params, CELL_KEY: cell}
+        if not self._spaces[cell]:  # nothing to search: the fixed config is the only candidate
+            return {CELL_KEY: cell}
+        study = self._study(cell)
+        trial = study.ask(fixed_distributions=self._spaces[cell])
+        self._trial_number[trial_id], self._live[trial_id] = trial.number, trial
+        self._samplers.pop(cell, None)  # its sampler moved on: pickle it again at the next save
+        return {**trial.params, CELL_KEY: cell}
+
+    def _known(self, trial_id: str) -> bool:
+        # A trial resumed after a driver restart may be unknown to the restored searcher: skip it.
+        return trial_id in self._trial_number and trial_id not in self._finished
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        import optuna
-
-        searcher = self._searchers.get(self._trial_cell.get(trial_id))
-        if searcher is not None and trial_id in searcher._ot_trials and self.metric in result:
-            try:
-                searcher.on_trial_result(trial_id, result)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # The study recorded this trial as finished just before the driver died, the
-                # searcher checkpoint did not; the resumed trial's results add nothing to it.
-                pass
+        # Intermediate values are for optuna-dashboard's curves (ASHA, not Optuna, stops trials); a
+        # trial resumed after a driver restart reports only its final value.
+        if self._known(trial_id) and trial_id in self._live and self.metric in result and self._step_attr in result:
+            self._live[trial_id].report(float(result[self.metric]), int(result[self._step_attr]))
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        searcher = self._searchers.get(self._trial_cell.get(trial_id))
-        # A trial resumed after a driver restart may be unknown to the restored study: skip it.
-        if searcher is not None and trial_id in searcher._ot_trials:
-            searcher.on_trial_complete(trial_id, result=result, error=error)
+        import optuna
+
+        if not self._known(trial_id):
+            return
+        self._finished.add(trial_id)
+        study = self._study(self._trial_cell[trial_id])
+        value = (result or {}).get(self.metric)
+        try:
+            if error or value is None:
+                study.tell(self._trial_number[trial_id], state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(self._trial_number[trial_id], float(value))
+        except (ValueError, RuntimeError):
+            # The study recorded this trial as finished just before the driver died, the searcher
+            # checkpoint did not; the resumed trial's result adds nothing to it.
+            pass
+        self._live.pop(trial_id, None)
 
     def save(self, checkpoint_path: str) -> None:
-        state = {
-            "issued": self._issued,
-            "trial_cell": self._trial_cell,
-            "searchers": {c: (s.__dict__ if s is not None else None) for c, s in self._searchers.items()},
-        }
+        for cell, study in self._studies.items():
+            if cell not in self._samplers and self._spaces[cell]:
+                self._samplers[cell] = pickle.dumps(study.sampler)
+        state = {k: getattr(self, k) for k in ("_issued", "_trial_cell", "_trial_number", "_finished", "_samplers")}
         with open(checkpoint_path, "wb") as handle:
             pickle.dump(state, handle)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
-        self._issued.update(state["issued"])
-        self._trial_cell = state["trial_cell"]
-        for cell, saved in state["searchers"].items():
-            searcher = self._searcher(cell)
-            if searcher is not None and saved is not None:
-                searcher.__dict__.update(saved)
+        self._issued.update(state["_issued"])
+        self._trial_cell, self._trial_number = state["_trial_cell"], state["_trial_number"]
+        self._finished, self._samplers = state["_finished"], state["_samplers"]
+        self._studies, self._live = {}, {}
 
 
 class CellScheduler(FIFOScheduler):

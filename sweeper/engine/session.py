@@ -23,12 +23,14 @@ def ray_env_vars(local: bool) -> dict[str, str]:
 
     The controller polls worker health every 2 s by default and each ``ray.train.report`` waits
     for a poll, which dominated small trials; a local cluster is never preempted, so its
-    preemption-watcher actor (one more process per trial) is skipped. A user's own settings win.
+    preemption-watcher actor (one more process per trial) is skipped. State tracking puts the Train
+    jobs in the dashboard's Train tab. A user's own settings win.
     """
-    wanted = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    wanted = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
     if local:
         wanted["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     return {k: os.environ.get(k, v) for k, v in wanted.items()}
+
 
 class RaySession:
     """``with RaySession(address):`` joins ``address`` (or starts a local Ray) unless Ray is up already,

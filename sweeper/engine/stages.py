@@ -80,8 +80,8 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
 
     from sweeper.errors import SweeperError
     from sweeper.engine.collect import copy_checkpoint
-    from sweeper.engine.phases import run_phase
-    from sweeper.engine.trial import grid_of, trainable, trial_run
+    from sweeper.engine.phases import checkpoint_period, run_phase
+    from sweeper.engine.trial import checkpoint_path, grid_of, reuse_actors, trainable, trial_run
     from trainables import registry
 
     data_hash = context.data_hash
@@ -93,16 +93,17 @@ def run_stages(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     if todo:
         progress.start_phase("pretrain", total_trials=len(todo), cells={job["cell"]: 1 for job in todo.values()})
         runs = [{"cell": job["cell"], "stage": job["stage"], "seed": spec.seed, "params": {}, "key": key} for key, job in sorted(todo.items())]
-        results = run_phase("pretrain", run_dir, trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots), grid_of(runs), [progress], resume)
+        results = run_phase("pretrain", run_dir, trainable(context), tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=reuse_actors(context)), grid_of(runs), [progress], resume, checkpoint_period(context))
         for result in results:
             run = trial_run(result.config or {})
             metrics = result.metrics or {}
-            if not metrics.get("done") or "checkpoint_path" not in metrics:
+            artifact = checkpoint_path(result)
+            if not metrics.get("done") or artifact is None:
                 raise SweeperError(f"stage {run.get('stage')} on {run.get('key')}: no artifact; see the errors under {run_dir / 'pretrain'}, then --resume")
             folder = root / run["stage"] / run["key"]
             if folder.exists():
                 shutil.rmtree(folder)
-            copy_checkpoint(metrics["checkpoint_path"], folder)
+            copy_checkpoint(artifact, folder)
             (folder / "done").write_text(result.path)
     index: dict[str, dict] = {}
     features, configs = dict(context.features), {k: dict(v) for k, v in context.base_configs.items()}

@@ -37,6 +37,8 @@ def run(options: RunOptions) -> Path:
         info = run_info(run_dir)
         spec, _ = load_spec(str(run_dir / "spec.yaml"), info.get("profile"))
         profile, options.data = info.get("profile"), options.data or info.get("data")
+        # A run resumes under the runtime it started with: its checkpoints are that runtime's.
+        runtime = info.get("runtime", "train")  # runs from before the inline runtime are train runs
     else:
         profile = pick_profile(options.spec, options.profile, cluster_has_gpu(options.address))
         spec, spec_file = load_spec(options.spec, profile)
@@ -44,14 +46,15 @@ def run(options: RunOptions) -> Path:
         if options.data or spec.data.path:  # a bad stays folder fails here, before the run folder exists
             read_manifest(Path(options.data or spec.data.path))
         check_text_encoders(spec, spec_file)
-        save_run_files(run_dir, spec_file, options, profile, spec.metric)
+        runtime = spec.resources.runtime(local=options.address is None)
+        save_run_files(run_dir, spec_file, options, profile, spec.metric, runtime)
     try:
-        return _sweep(run_dir, spec, profile, options)
+        return _sweep(run_dir, spec, profile, options, runtime)
     except KeyboardInterrupt:  # Ctrl-C outside a phase (a phase turns it into Interrupted itself)
         raise Interrupted(f"`sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it") from None
 
 
-def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions) -> Path:
+def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions, runtime: str) -> Path:
     from sweeper.engine.collect import write_outputs
     from sweeper.engine.progress import Progress
 
@@ -65,7 +68,8 @@ def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions) 
     ray_kwargs = {"num_cpus": int(local_cluster_resources()["CPU"]), "include_dashboard": True, "dashboard_host": "127.0.0.1"} if local else {}
     with RaySession(options.address, **ray_kwargs):
         slots = _slots(spec, local, progress)
-        context = trial_context(spec, cells, stays, manifest, run_dir)
+        progress.say(f"trial runtime: {runtime}" + (" (one Ray Train job per trial)" if runtime == "train" else " (the loop in reused Tune trial actors)"))
+        context = dataclasses.replace(trial_context(spec, cells, stays, manifest, run_dir), runtime=runtime)
         cache_root = Path(options.results).absolute() / ".cache" / "embeddings"
         context = dataclasses.replace(context, features=text_features(cells, context.base_configs, stays, cache_root, progress, run_dir))
         context = run_stages(spec, cells, context, run_dir, slots, options.resume, progress)

@@ -1,8 +1,14 @@
-"""One trial = one Ray Train job, launched from a Tune function trainable (Train V2).
+"""A trial, under either runtime: what Tune schedules, and the training loop's config of it.
 
-``run_trial`` is what Tune schedules. It builds a ``TorchTrainer`` for the trial's cell and config,
-hands it the cell's Ray Data datasets, and lets ``TuneReportCallback`` forward every
-``ray.train.report`` to Tune (ASHA and Optuna see each epoch).
+- ``train``: ``run_train_trial`` builds a ``TorchTrainer`` (Train V2) for the trial's cell and
+  config, hands it the run's Ray Data splits, and lets ``TuneReportCallback`` forward every
+  ``ray.train.report`` to Tune. Required for several workers per trial (DDP); each trial pays Train's
+  start-up (a controller, a worker group, a process group).
+- ``inline``: ``run_inline_trial`` runs the same loop in the Tune trial actor itself (``tune.report``,
+  ``tune.get_checkpoint``), and Tune reuses the actor for the next trial.
+
+Either way ASHA and Optuna see each epoch, checkpoints live in Tune/Train storage, and retries and
+``--resume`` go through the same ``run_training``.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ class TrialContext:
     train_max_failures: int = 0
     controller_failure_limit: int = 5  # worker-group start attempts of 60 s each
     checkpoint_every: int = 0
+    runtime: str = "train"  # or "inline" (``Resources.runtime``)
     features: dict = dataclasses.field(default_factory=dict)  # cell_id -> {modality: ObjectRef of (ids, matrix)}
 
 
@@ -123,16 +130,44 @@ def _cuda_here() -> bool:
         return False
 
 
-def run_trial(config: dict, context: TrialContext) -> None:
-    """Tune function trainable: one Train job for ``config`` (``cell`` + params, or final seed)."""
+def run_train_trial(config: dict, context: TrialContext) -> None:
+    """Tune function trainable of the ``train`` runtime: one Train job for ``config``."""
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
     build_trainer(config, context, trial_name=f"train-{trial_id}").fit()
 
 
+def run_inline_trial(config: dict, context: TrialContext) -> None:
+    """Tune function trainable of the ``inline`` runtime: the loop in this actor."""
+    from sweeper.loop.outputs import TuneSession
+    from sweeper.loop.training import reads_splits, run_training
+
+    loop_config = loop_config_of(config, context)
+    run_training(loop_config, TuneSession({split: context.datasets[split] for split in reads_splits(loop_config)}))
+
+
 def trainable(context: TrialContext):
-    """The Tune trainable of every phase: ``run_trial`` with the run's shared context."""
+    """The Tune trainable of every phase, for the run's runtime, with the run's shared context."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), TRIAL_DRIVER_RESOURCES)
+    if context.runtime == "inline":
+        resources = {"CPU": context.cpus_per_worker, **({"GPU": context.gpus_per_worker} if context.gpus_per_worker else {})}
+        return tune.with_resources(tune.with_parameters(run_inline_trial, context=context), resources)
+    return tune.with_resources(tune.with_parameters(run_train_trial, context=context), TRIAL_DRIVER_RESOURCES)
+
+
+def reuse_actors(context: TrialContext) -> bool:
+    """Tune reuses a trial actor only under ``inline``: there the actor is the trial, and its imports,
+    threads and CUDA context carry over. A ``train`` trial's actor only drives its Train job, and
+    reusing it kept a stopped job's workers (and their CPUs) alive."""
+    return context.runtime == "inline"
+
+
+def checkpoint_path(result) -> str | None:
+    """Where a finished trial's last checkpoint is (its predictions or a stage's artifact): Train
+    names it in the reported metrics, Tune keeps it as the result's checkpoint."""
+    metrics = result.metrics or {}
+    if metrics.get("checkpoint_path"):
+        return metrics["checkpoint_path"]
+    return result.checkpoint.path if getattr(result, "checkpoint", None) is not None else None

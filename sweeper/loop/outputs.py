@@ -1,5 +1,6 @@
-"""What a trial hands back besides its metrics: test predictions, the final metrics a resumed
-trial reports again, and the session the loop reports through."""
+"""What a trial hands back besides its metrics (test predictions, the final metrics a resumed trial
+reports again) and the sessions the loop reports through: a Ray Train worker's (``train`` runtime)
+or a Tune trial actor's (``inline`` runtime)."""
 from __future__ import annotations
 
 import json
@@ -33,6 +34,30 @@ class TrainSession:
         import ray.train
 
         return ray.train.get_checkpoint()
+
+
+class TuneSession:
+    """Where the loop gets data and sends results inside a Tune trial actor (the ``inline`` runtime):
+    the run's materialized splits, ``tune.report`` and ``tune.get_checkpoint``."""
+
+    reused = True  # Tune reuses the actor for the next trial: collated splits may be kept
+
+    def __init__(self, datasets: dict):
+        self.datasets = datasets
+
+    def dataset(self, split: str):
+        return self.datasets[split].iterator()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        from ray import tune
+
+        return tune.get_checkpoint()
 
 
 def labels_numpy(data: dict) -> np.ndarray:

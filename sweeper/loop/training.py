@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import OrderedDict
 import tempfile
 import time
 
@@ -123,6 +124,48 @@ def validation_loss(model, data: dict, loss_fn, device, batch_size: int = 512) -
     return total / max(len(data["label"]), 1)
 
 
+_COLLATED: OrderedDict = OrderedDict()
+COLLATED_KEPT = 6
+"""Collated splits a reused trial actor keeps (``inline``): the next trial of the same cell, task and
+inputs skips decoding the images and hashing the notes again."""
+
+
+def _collated(session, split: str, collate, config: dict) -> dict:
+    """One split, collated; kept in this process when the session's process is reused across trials."""
+    from sweeper.data.loading import collate_all
+
+    read = lambda: collate_all(session.dataset(split).iter_batches(batch_size=1024, batch_format="numpy"), collate)  # noqa: E731
+    if not getattr(session, "reused", False):
+        return read()
+    features = tuple(sorted((m, v.hex() if hasattr(v, "hex") else id(v)) for m, v in (config.get("features") or {}).items()))
+    key = (collate.manifest.content_hash, split, collate.modalities, collate.task, collate.inputs, collate.window_hours, collate.raw_text, features)
+    if key in _COLLATED:
+        _COLLATED.move_to_end(key)
+    else:
+        _COLLATED[key] = read()
+        while len(_COLLATED) > COLLATED_KEPT:
+            _COLLATED.popitem(last=False)
+    return _COLLATED[key]
+
+
+class BusyClock:
+    """The session, with ``busy_s`` (seconds since the trial entered the loop) added to every
+    report: what a trial really costs, against the wall time its phase spent on it."""
+
+    def __init__(self, session):
+        self.session, self.entered = session, time.perf_counter()
+        self.reused = getattr(session, "reused", False)
+
+    def dataset(self, split: str):
+        return self.session.dataset(split)
+
+    def checkpoint(self):
+        return self.session.checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        self.session.report({**metrics, "busy_s": time.perf_counter() - self.entered}, checkpoint_dir)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's entry point on every worker."""
     from sweeper.loop.outputs import TrainSession
@@ -134,11 +177,12 @@ def run_training(config: dict, session) -> None:
     """Train one config; ``session`` supplies datasets, reports and the resume checkpoint."""
     import torch
 
-    from sweeper.data.loading import StaysCollate, collate_all
+    from sweeper.data.loading import StaysCollate
     from sweeper.encode.text import lora_rank
     from sweeper.loop.estimator import run_estimator
     from trainables import registry
 
+    session = BusyClock(session)
     torch.set_num_threads(int(config.get("torch_threads", 1)))
     seed = int(config["seed"])
     torch.manual_seed(seed)
@@ -164,10 +208,7 @@ def run_training(config: dict, session) -> None:
         window_hours=float(config.get("window_hours", 2.0)), features=resolve_features(config.get("features")), raw_text=lora_rank(config) > 0,
     )
     # Small cohorts fit in memory: read each shard once through Ray Data, then iterate tensors.
-    data = {
-        split: collate_all(session.dataset(split).iter_batches(batch_size=1024, batch_format="numpy"), collate)
-        for split in reads_splits(config)
-    }
+    data = {split: _collated(session, split, collate, config) for split in reads_splits(config)}
     if config.get("stage"):  # a stage other trainables depend on (e.g. picme.pretrain)
         return registry.stage(config["stage"]).run(config, data, collate, session)
     if trainable.fit is not None:

@@ -10,7 +10,7 @@ from sweeper.plan.spec import Cell, Spec, expand_cells, trial_config
 from trainables import registry
 
 
-def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
+def plan_text(spec, profile: str | None, cluster: dict[str, float], local: bool = True) -> str:
     cells = expand_cells(spec)
     budgets = spec.budgets
     tune_trials = sum(min(budgets.tune_trials, 1 if not spec.methods[c.method].search else budgets.tune_trials) for c in cells)
@@ -30,7 +30,8 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float]) -> str:
         f"final phase: {final_trials} trials ({spec.final.seeds} seeds per cell, early stop after {budgets.patience} epochs without gain)",
         f"worst-case trial-epochs: {(tune_trials + final_trials) * budgets.max_epochs} ({budgets.max_epochs} epochs max per trial)",
         f"resources per trial: {spec.resources.workers_per_trial} worker(s) × {spec.resources.cpus_per_trial:g} CPU"
-        + (f" + {spec.resources.gpus_per_trial:g} GPU" if spec.resources.gpus_per_trial else ""),
+        + (f" + {spec.resources.gpus_per_trial:g} GPU" if spec.resources.gpus_per_trial else "")
+        + f"; trial runtime: {spec.resources.runtime(local)}" + (" (auto)" if spec.resources.trial_runtime == "auto" else ""),
         f"cluster: {cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU → " + (f"{slots} trials at once" if slots else "no trial fits (pick another --profile)"),
     ]
     return "\n".join(lines)

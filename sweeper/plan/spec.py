@@ -160,12 +160,26 @@ class Resources(_Strict):
     gpus_per_trial: float = Field(0, ge=0, description="GPUs per Train worker; fractions only when workers_per_trial is 1")
     workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per trial")
     max_concurrent_trials: int | None = Field(None, ge=1, description="cap on trials in flight (default: what fits)")
+    trial_runtime: Literal["auto", "train", "inline"] = Field(
+        "auto",
+        description="train: each trial one Ray Train job (needed for several workers, DDP); inline: the same loop in the "
+        "Tune trial actor, reused across trials (no Train start-up); auto: inline on a local Ray started by sweeper, "
+        "train on a cluster (--address) or with workers_per_trial > 1",
+    )
 
     @model_validator(mode="after")
     def _fractional(self):
         if self.workers_per_trial > 1 and 0 < self.gpus_per_trial % 1:
             raise ValueError("fractional gpus_per_trial is only safe with workers_per_trial: 1")
+        if self.workers_per_trial > 1 and self.trial_runtime == "inline":
+            raise ValueError("trial_runtime inline runs one worker per trial; use train (or auto) with workers_per_trial > 1")
         return self
+
+    def runtime(self, local: bool) -> str:
+        """The trial runtime this run uses: ``inline`` or ``train`` (``auto`` resolved)."""
+        if self.trial_runtime != "auto":
+            return self.trial_runtime
+        return "inline" if local and self.workers_per_trial == 1 else "train"
 
 
 class Spec(_Strict):

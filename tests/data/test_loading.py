@@ -76,3 +76,30 @@ def test_unknown_modality_and_missing_source_modality_are_errors(tmp_path, synth
         split_dataset(synth_stays, "train", ["ekg"], "ihm")
     with pytest.raises(StaysError, match="unknown task 'sepsis'"):
         split_dataset(synth_stays, "train", ["discharge"], "sepsis")
+
+
+def test_a_process_decodes_each_image_once_and_never_mixes_two_snapshots(synth_stays, tmp_path, monkeypatch):
+    """A reused trial actor collates the same images trial after trial: the second collate decodes
+    nothing and gives the same arrays; another data snapshot with the same stay ids is decoded anew."""
+    from PIL import Image
+
+    from sweeper.data.stays import write_stays
+    from sweeper.data.synthetic import SynthConfig, generate
+
+    table = _train_table(synth_stays).slice(0, 64)
+    batch = {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    collate = StaysCollate(read_manifest(synth_stays), ["cxr"], "ihm")
+    first = collate(batch)["cxr"]
+    decoded = len(opened)
+    assert decoded == int(batch["present_cxr"].sum()) > 0
+    assert np.array_equal(collate(batch)["cxr"].numpy(), first.numpy()) and len(opened) == decoded
+
+    frame, manifest = generate(SynthConfig(n_stays=600, seed=5))  # other images under the same stay ids
+    write_stays(frame, manifest, tmp_path / "other", split_seed=0)
+    other_manifest = read_manifest(tmp_path / "other")
+    assert other_manifest.content_hash != read_manifest(synth_stays).content_hash
+    other = StaysCollate(other_manifest, ["cxr"], "ihm")(batch)["cxr"]
+    assert len(opened) == 2 * decoded and np.array_equal(other.numpy(), first.numpy())  # same bytes in, same pixels out

@@ -7,7 +7,9 @@ loopback, started with ``ray.cluster_utils.Cluster``), the workers declaring one
 - run ``b`` loses a worker node mid-sweep (SIGKILL of all its processes, the way a preempted
   instance goes); a replacement node joins, as an autoscaler would add one. The sweep completes,
   the interrupted trials are retried (Tune's FailureConfig) and no finished trial runs again.
-Both runs must give identical final metrics: determinism across nodes and retries.
+  Run ``b`` runs once per trial runtime: ``train`` (a Ray Train job per trial, as run ``a``) and
+  ``inline`` (the loop in the Tune trial actor).
+Every run must give identical final metrics: determinism across nodes, retries and runtimes.
 
 No shared filesystem is assumed: the driver reads the stays and hands them to Ray Data as blocks in
 the object store, and trials send predictions back through Train's storage. The pytest process never
@@ -30,7 +32,7 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SPEC = """
-name: multinode
+name: multinode-RUNTIME
 seed: 0
 data:
   synthetic: {n_stays: 300, seed: 0}
@@ -43,7 +45,7 @@ methods:
 # Each cell's config as given (no tuning), 2 seeds: two runs of this spec must agree exactly.
 budgets: {tune_trials: 0, max_epochs: 2, grace_period: 1, reduction_factor: 2, patience: 2}
 final: {seeds: 2, bootstrap_resamples: 1000}
-resources: {cpus_per_trial: 1, gpus_per_trial: 0.5}
+resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, trial_runtime: RUNTIME}
 """
 CELLS = {"ihm__picme.supervised__discharge", "ihm__picme.supervised__timeseries+demographics"}
 TRIALS_PER_RUN = 2 * 2
@@ -60,11 +62,13 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _alive_train_workers(dashboard: str) -> list[str]:
-    """Node ids of the Ray Train workers alive now (State API over HTTP; no Ray driver here)."""
+def _alive_training_actors(dashboard: str, runtime: str) -> list[str]:
+    """Node ids of the actors that train now (State API over HTTP; no Ray driver here): Ray Train
+    workers under ``train``, Tune's function-trainable actors under ``inline``."""
     from ray.util.state import list_actors
 
-    actors = list_actors(address=dashboard, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], raise_on_missing_output=False)
+    name = "RayTrainWorker" if runtime == "train" else "ImplicitFunc"
+    actors = list_actors(address=dashboard, filters=[("class_name", "=", name), ("state", "=", "ALIVE")], raise_on_missing_output=False)
     return [a.node_id for a in actors]
 
 
@@ -83,11 +87,12 @@ def cluster(tmp_path_factory):
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     root = tmp_path_factory.mktemp("multinode")
-    (root / "multinode.yaml").write_text(SPEC)
+    for runtime in ("train", "inline"):
+        (root / f"multinode-{runtime}.yaml").write_text(SPEC.replace("RUNTIME", runtime))
     try:
         yield {
             "cluster": cluster, "workers": workers, "dashboard": f"http://127.0.0.1:{port}", "root": root,
-            "spec": root / "multinode.yaml", "start_s": time.time() - started,
+            "start_s": time.time() - started,
         }
     finally:
         cluster.shutdown()
@@ -95,27 +100,29 @@ def cluster(tmp_path_factory):
         os.environ.update(saved)
 
 
-def _sweeper(cluster: dict, run_name: str) -> subprocess.Popen:
-    args = ["run", str(cluster["spec"]), "--address", cluster["cluster"].address, "--results", str(cluster["root"]), "--run-name", run_name, "--quiet"]
+def _sweeper(cluster: dict, run_name: str, runtime: str) -> subprocess.Popen:
+    args = ["run", str(cluster["root"] / f"multinode-{runtime}.yaml"), "--address", cluster["cluster"].address, "--results", str(cluster["root"]), "--run-name", run_name, "--quiet"]
     return subprocess.Popen([sys.executable, "-m", "sweeper.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
 def run_a(cluster):
     started = time.time()
-    process = _sweeper(cluster, "a")
+    process = _sweeper(cluster, "a", "train")
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output.decode()[-4000:]
-    return {"run_dir": cluster["root"] / "multinode" / "a", "wall_s": time.time() - started}
+    return {"run_dir": cluster["root"] / "multinode-train" / "a", "wall_s": time.time() - started}
 
 
-@pytest.fixture(scope="module")
-def run_b(cluster, run_a):
-    """The same sweep; a worker node that hosts a training trial is killed once a trial has finished."""
-    run_dir = cluster["root"] / "multinode" / "b"
+@pytest.fixture(scope="module", params=["train", "inline"])
+def run_b(request, cluster, run_a):
+    """The same sweep under each runtime; a worker node that hosts a training trial is killed once a
+    trial has finished."""
+    runtime = request.param
+    run_dir = cluster["root"] / f"multinode-{runtime}" / "b"
     head = cluster["cluster"].head_node.node_id
     started = time.time()
-    process = _sweeper(cluster, "b")
+    process = _sweeper(cluster, "b", runtime)
     killed, finished_at_kill = None, set()
     deadline = time.time() + 600
     while killed is None and process.poll() is None and time.time() < deadline:
@@ -123,9 +130,10 @@ def run_b(cluster, run_a):
         finished = {e["trial_id"] for e in events if e["event"] == "finished"}
         if finished:
             # A node whose trial has just finished may still hold that trial's Train worker while it
-            # tears down; killing it would interrupt nothing. Pick a node with no recent finish.
+            # tears down (or, inline, its idle reusable actor); killing it would interrupt nothing.
+            # Pick a node with no recent finish.
             just_done = {e.get("node") for e in events if e["event"] == "finished" and time.time() - e["time"] < 20}
-            busy = set(_alive_train_workers(cluster["dashboard"])) - {head} - just_done
+            busy = set(_alive_training_actors(cluster["dashboard"], runtime)) - {head} - just_done
             victim = next((n for n in cluster["workers"] if n.node_id in busy), None)
             if victim is not None:
                 finished_at_kill = finished
@@ -139,7 +147,7 @@ def run_b(cluster, run_a):
     assert killed is not None, "no worker node was busy while the sweep ran: nothing was killed"
     assert process.returncode == 0, output.decode()[-4000:]
     events = _events(run_dir)
-    return {"run_dir": run_dir, "killed": killed, "finished_at_kill": finished_at_kill, "events": events, "wall_s": time.time() - started}
+    return {"runtime": runtime, "run_dir": run_dir, "killed": killed, "finished_at_kill": finished_at_kill, "events": events, "wall_s": time.time() - started}
 
 
 def _final_metrics(run_dir: Path) -> pd.DataFrame:
@@ -186,7 +194,7 @@ def test_node_kill_retries_the_interrupted_trials_and_completes(run_b):
     assert set(board["cell_id"]) == CELLS and (board["n_seeds"] == 2).all()
     for cell in CELLS:
         assert sorted(p.name for p in (run_b["run_dir"] / "predictions" / cell).glob("*.parquet")) == ["seed-0.parquet", "seed-1.parquet"]
-    print(f"\nnode kill: {len(retried)} trial(s) retried; sweep b {run_b['wall_s']:.0f} s")
+    print(f"\nnode kill ({run_b['runtime']}): {len(retried)} trial(s) retried; sweep b {run_b['wall_s']:.0f} s")
 
 
 def test_no_finished_trial_ran_again_after_the_kill(run_b):

@@ -77,3 +77,29 @@ def test_searcher_is_seeded(tmp_path):
         searcher = CellSearcher({"a": space}, {"a": 3}, "val_auroc", "max", storage_url=f"sqlite:///{tmp_path / f'{attempt}.db'}", seed=7)
         runs.append([searcher.suggest(f"t{i}")["lr"] for i in range(3)])
     assert runs[0] == runs[1]
+
+
+def test_searcher_state_survives_a_driver_restart(tmp_path):
+    """Tune saves the searcher at every step and restores it on --resume: budgets already given are
+    not given again, and a trial that was running when the driver died is still told to its study."""
+    import optuna
+    import optuna.distributions as od
+
+    space = {"lr": od.FloatDistribution(1e-4, 1e-2, log=True)}
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = CellSearcher({"a": space, "b": space}, {"a": 2, "b": 2}, "val_auroc", "max", storage_url=url, seed=0)
+    for i in range(3):
+        first.suggest(f"t{i}")
+    first.on_trial_result("t0", {"val_auroc": 0.6, "epoch": 1})
+    first.on_trial_complete("t0", {"val_auroc": 0.7, "epoch": 2})
+    first.save(str(tmp_path / "searcher.pkl"))
+
+    again = CellSearcher({"a": space, "b": space}, {"a": 2, "b": 2}, "val_auroc", "max", storage_url=url, seed=0)
+    again.restore(str(tmp_path / "searcher.pkl"))
+    again.on_trial_complete("t0", {"val_auroc": 0.1})  # already told before the restart: ignored
+    again.on_trial_complete("t1", {"val_auroc": 0.65, "epoch": 2})  # was running: told now
+    last = again.suggest("t3")
+    assert last["cell"] == "b" and again.suggest("t4") == again.FINISHED
+    values = {s.study_name: sorted(t.value for t in optuna.load_study(study_name=s.study_name, storage=url).trials if t.value is not None)
+              for s in optuna.get_all_study_summaries(url)}
+    assert values == {"a": [0.7], "b": [0.65]}

@@ -1,6 +1,6 @@
 """End to end on a real local Ray cluster: `sweeper run smoke`, killed mid-sweep and resumed.
 
-One smoke run serves several tests (module fixture). As a user runs it, `sweeper run` starts its
+One smoke run per trial runtime serves several tests (module fixture). As a user runs it, `sweeper run` starts its
 own local Ray. It is stopped twice once a few trials have finished: by Ctrl-C (SIGINT to the driver),
 then, resumed, by a SIGKILL of the whole driver (its Ray included); a second
 `sweeper run smoke --resume` finishes the sweep on a fresh local Ray. No other Ray instance
@@ -50,12 +50,13 @@ def _wait_for_finished(run_dir: Path, process, count: int, running: bool = False
     assert process.poll() is None, f"the run ended before it could be stopped:\n{process.stdout.read().decode()[-3000:]}"
 
 
-@pytest.fixture(scope="module")
-def resumed_smoke(tmp_path_factory, session_killer):
+@pytest.fixture(scope="module", params=["inline", "train"])
+def resumed_smoke(request, tmp_path_factory, session_killer):
+    """The same smoke sweep stopped and resumed under each trial runtime (a profile of smoke.yaml)."""
     kill_session = session_killer
     results = tmp_path_factory.mktemp("results")
     run_dir = results / "smoke" / "r1"
-    common = ["run", "smoke", "--results", str(results), "--run-name", "r1", "--quiet"]
+    common = ["run", "smoke", "--profile", request.param, "--results", str(results), "--run-name", "r1", "--quiet"]
     # 1. Ctrl-C, as a user stops it: Tune saves its state, the driver says how to go on.
     first = _sweeper(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_for_finished(run_dir, first, 1, running=True)
@@ -69,6 +70,7 @@ def resumed_smoke(tmp_path_factory, session_killer):
     # 2. --resume, then SIGKILL of the driver and its Ray (a crash) once one more trial finished.
     second = _sweeper(common + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_for_finished(run_dir, second, len({e["trial_id"] for e in at_interrupt if e["event"] == "finished"}) + 1)
+    killed_at = time.time()
     kill_session(second.pid)
     second.wait()
     before = _events(run_dir)
@@ -82,7 +84,9 @@ def resumed_smoke(tmp_path_factory, session_killer):
         kill_session(third.pid)
     assert third.returncode == 0, output.decode()[-4000:]
     after = _events(run_dir)[len(before):]
-    return {"run_dir": run_dir, "finished_before": finished_before, "after": after, "resume_wall_s": time.time() - started,
+    finished_at = {e["trial_id"]: e["time"] for e in before if e["event"] == "finished"}
+    return {"runtime": request.param, "run_dir": run_dir, "finished_before": finished_before, "finished_at": finished_at, "killed_at": killed_at,
+            "after": after, "resume_wall_s": time.time() - started,
             "interrupt": {"returncode": first.returncode, "output": interrupted_output.decode(), "leaderboard": leaderboard_at_interrupt}}
 
 
@@ -131,8 +135,15 @@ def _seed_aurocs_on_shared_stays(predictions: Path, cell_a: str, cell_b: str) ->
 
 
 def test_resume_reran_no_finished_trial(resumed_smoke):
+    """Train-job trials: none that finished before the kill runs again (Tune saves its state at every
+    step). Inline trials: Tune saves every 5 s (phases.checkpoint_period), so only a trial that
+    finished in the last 5 s before the crash may run again."""
     restarted = {e["trial_id"] for e in resumed_smoke["after"] if e["event"] == "start"}
-    assert not restarted & resumed_smoke["finished_before"]
+    again = restarted & resumed_smoke["finished_before"]
+    if resumed_smoke["runtime"] == "train":
+        assert not again
+    else:
+        assert all(resumed_smoke["killed_at"] - resumed_smoke["finished_at"][t] < 5 + 2 for t in again), again
     print(f"\nresume: {len(resumed_smoke['finished_before'])} trials finished before the kill, "
           f"{len(restarted & resumed_smoke['finished_before'])} of them re-run; {len(restarted)} started on resume")
 

@@ -140,11 +140,14 @@ def run_train_trial(config: dict, context: TrialContext) -> None:
 
 def run_inline_trial(config: dict, context: TrialContext) -> None:
     """Tune function trainable of the ``inline`` runtime: the loop in this actor."""
+    import time
+
+    entered = time.perf_counter()  # the trial's busy time counts from here (busy_s)
     from sweeper.loop.outputs import TuneSession
     from sweeper.loop.training import reads_splits, run_training
 
     loop_config = loop_config_of(config, context)
-    run_training(loop_config, TuneSession({split: context.datasets[split] for split in reads_splits(loop_config)}))
+    run_training(loop_config, TuneSession({split: context.datasets[split] for split in reads_splits(loop_config)}, entered))
 
 
 def trainable(context: TrialContext):

@@ -19,6 +19,9 @@ FINAL_METRICS_FILE = "final_metrics.json"  # beside the predictions: a resumed f
 class TrainSession:
     """Where the loop gets data and sends results inside a Ray Train worker."""
 
+    def __init__(self, entered: float | None = None):
+        self.entered = entered  # when the worker entered its training function (perf_counter)
+
     def dataset(self, split: str):
         import ray.train
 
@@ -42,8 +45,9 @@ class TuneSession:
 
     reused = True  # Tune reuses the actor for the next trial: collated splits may be kept
 
-    def __init__(self, datasets: dict):
+    def __init__(self, datasets: dict, entered: float | None = None):
         self.datasets = datasets
+        self.entered = entered  # when the trial entered its training function (perf_counter)
 
     def dataset(self, split: str):
         return self.datasets[split].iterator()

@@ -153,7 +153,8 @@ class BusyClock:
     report: what a trial really costs, against the wall time its phase spent on it."""
 
     def __init__(self, session):
-        self.session, self.entered = session, time.perf_counter()
+        # From the runtime's training function entry (imports included) when the session knows it.
+        self.session, self.entered = session, getattr(session, "entered", None) or time.perf_counter()
         self.reused = getattr(session, "reused", False)
 
     def dataset(self, split: str):
@@ -168,9 +169,10 @@ class BusyClock:
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's entry point on every worker."""
+    entered = time.perf_counter()
     from sweeper.loop.outputs import TrainSession
 
-    run_training(config, TrainSession())
+    run_training(config, TrainSession(entered))
 
 
 def run_training(config: dict, session) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dic
     # A reused inline actor waits for the finished trial's thread; it is parked in its last report.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
     path = run_dir / name
+    if path.exists() and tune.Tuner.can_restore(str(path)) and not any(path.glob("experiment_state-*.json")):
+        # The driver died after Tune wrote the phase's tuner.pkl and before its first state save:
+        # no trial of it was ever recorded, and restoring would lose its trials' configs. Start it anew.
+        shutil.rmtree(path)
     if path.exists() and tune.Tuner.can_restore(str(path)):
         if not resume:
             raise SweeperError(f"{path}: a phase already ran here; pass --resume to finish it")

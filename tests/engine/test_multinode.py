@@ -43,7 +43,8 @@ methods:
   picme.supervised:
     fixed: {d: 16, lr: 2.0e-3, text_encoder: bag}
 # Each cell's config as given (no tuning), 2 seeds: two runs of this spec must agree exactly.
-budgets: {tune_trials: 0, max_epochs: 2, grace_period: 1, reduction_factor: 2, patience: 2}
+# Five epochs: an inline trial (no Train start-up) must still be training when its node is killed.
+budgets: {tune_trials: 0, max_epochs: 5, grace_period: 1, reduction_factor: 2, patience: 5}
 final: {seeds: 2, bootstrap_resamples: 1000}
 resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, trial_runtime: RUNTIME}
 """
@@ -129,10 +130,10 @@ def run_b(request, cluster, run_a):
         events = _events(run_dir)
         finished = {e["trial_id"] for e in events if e["event"] == "finished"}
         if finished:
-            # A node whose trial has just finished may still hold that trial's Train worker while it
-            # tears down (or, inline, its idle reusable actor); killing it would interrupt nothing.
-            # Pick a node with no recent finish.
-            just_done = {e.get("node") for e in events if e["event"] == "finished" and time.time() - e["time"] < 20}
+            # Train: a node whose trial has just finished may still hold that trial's Train worker
+            # while it tears down; killing it would interrupt nothing, so pick a node with no recent
+            # finish. Inline: actors are reused, a node that just finished is training the next trial.
+            just_done = {e.get("node") for e in events if e["event"] == "finished" and time.time() - e["time"] < 20} if runtime == "train" else set()
             busy = set(_alive_training_actors(cluster["dashboard"], runtime)) - {head} - just_done
             victim = next((n for n in cluster["workers"] if n.node_id in busy), None)
             if victim is not None:

@@ -30,28 +30,12 @@ from sweeper.engine.session import ray_env_vars  # noqa: E402
 TRAIN_KNOBS = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
 
-class PlainTuneSession:
-    """``run_training``'s session inside a plain Tune function: materialized datasets, tune.report."""
-
-    def __init__(self, datasets):
-        self.datasets = datasets
-
-    def dataset(self, split):
-        return self.datasets[split].iterator()
-
-    def report(self, metrics, checkpoint_dir=None):
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
-
-    def checkpoint(self):
-        return tune.get_checkpoint()
-
-
 def plain_trial(config, context):
     from sweeper.engine.trial import loop_config_of
+    from sweeper.loop.outputs import TuneSession
     from sweeper.loop.training import run_training
 
-    run_training({**loop_config_of(config, context), "torch_threads": 1}, PlainTuneSession(context.datasets))
+    run_training({**loop_config_of(config, context), "torch_threads": 1}, TuneSession(context.datasets))
 
 
 class Walls(tune.Callback):

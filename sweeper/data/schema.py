@@ -3,7 +3,7 @@
 A stays folder holds parquet shards (``shards/<split>-NNNNN.parquet``), one row per ICU stay, and a
 ``manifest.json``. Every source adapter writes it (``sweeper.data.stays.write_stays``) and everything
 downstream reads it (``sweeper.data.stays.read_stays``, ``sweeper.data.loading``). See
-``DATA.md`` in the design notes for what each group of columns carries.
+``docs/stays-format.md`` for what each group of columns carries.
 
 Columns
 -------
@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweeper.errors import SweeperError
 
@@ -134,8 +136,8 @@ def check_modalities(names, where: str = "modalities") -> tuple[str, ...]:
 
 
 def check_task(task: str, where: str = "task") -> str:
-    if task not in TASK_LABELS:
-        raise StaysError(f"{where}: unknown task {task!r}; known: {', '.join(TASK_LABELS)}")
+    if task not in TASK_LABELS and task != "multitask":  # multitask: sweeper.data.multitask
+        raise StaysError(f"{where}: unknown task {task!r}; known: {', '.join(TASK_LABELS)}, multitask")
     return task
 
 
@@ -204,40 +206,44 @@ class Manifest:
     presence_rates: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     shards: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     """Shard files per split, relative to the stays folder."""
+    shard_hashes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """sha256 of each shard file's bytes, by its path in ``shards``: readers check them."""
     content_hash: str = ""
     """sha256 over the shard files' bytes, in split then file order."""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False)
+        try:
+            return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False, allow_nan=False)
+        except ValueError:
+            raise StaysError("manifest: a statistic is NaN or infinite; drop non-finite values before writing") from None
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest.json") -> "Manifest":
+        """Parse and validate ``manifest.json`` text; every problem is one line naming the field."""
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as err:
             raise StaysError(f"{where}: not valid JSON ({err.msg}, line {err.lineno}); re-run the prepare step") from None
+        except (ValueError, RecursionError) as err:  # NaN / Infinity (no statistic may be one), absurd nesting
+            raise StaysError(f"{where}: {err if isinstance(err, ValueError) else 'nested too deeply'}; re-run the prepare step") from None
         if not isinstance(raw, dict):
             raise StaysError(f"{where}: expected a JSON object; re-run the prepare step")
         version = raw.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION or isinstance(version, bool):
             raise StaysError(f"{where}: schema_version {version!r}, this sweeper reads {SCHEMA_VERSION}; re-run the prepare step")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - fields
         if unknown:
             raise StaysError(f"{where}: unknown field {sorted(unknown)[0]!r}; re-run the prepare step")
         try:
-            ts = raw.pop("timeseries", None)
-            demo = raw.pop("demographics", None) or {}
-            manifest = cls(
-                **raw,
-                timeseries=TimeseriesInfo(**ts) if ts else None,
-                demographics=DemographicsInfo(**demo),
-            )
-        except TypeError as err:
-            raise StaysError(f"{where}: {err}; re-run the prepare step") from None
-        check_modalities(manifest.modalities, where=f"{where}: modalities")
-        return manifest
+            _ManifestModel.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = "".join(f"{part}: " if i == len(first["loc"]) - 1 else f"{part}." for i, part in enumerate(first["loc"]))
+            raise StaysError(f"{where}: {field}{first['msg'].removeprefix('Value error, ')}; re-run the prepare step") from None
+        ts, demo = raw.pop("timeseries", None), raw.pop("demographics", None) or {}
+        return cls(**raw, timeseries=TimeseriesInfo(**ts) if ts else None, demographics=DemographicsInfo(**demo))
 
     def expected_columns(self) -> dict[str, pa.DataType]:
         """Every column a shard of this source must have, with its dtype."""
@@ -270,4 +276,124 @@ def read_manifest(stays_dir: str | Path) -> Manifest:
         raise StaysError(f"{stays_dir}: no such stays folder; create it with `sweeper data synth` or `sweeper data prepare`")
     if not path.is_file():
         raise StaysError(f"{path}: missing manifest.json — not a stays folder; create it with `sweeper data synth` or `sweeper data prepare`")
-    return Manifest.from_json(path.read_text(), where=str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise StaysError(f"{path}: cannot read ({err.strerror or err}); check its permissions") from None
+    except UnicodeDecodeError as err:
+        raise StaysError(f"{path}: not UTF-8 text (byte {err.start}); re-run the prepare step") from None
+    return Manifest.from_json(text, where=str(path))
+
+
+def _no_constant(name: str):
+    raise ValueError(f"holds {name}, which is not valid JSON")
+
+
+# The manifest's JSON schema: ``Manifest.from_json`` validates against it before building the dataclasses.
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+_Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+_Count = Annotated[int, Field(ge=0)]
+SHARD_PATH = re.compile(r"shards/[A-Za-z0-9_][A-Za-z0-9._-]*\.parquet")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _TimeseriesModel(_Strict):
+    features: list[str] = Field(min_length=1)
+    units: dict[str, str]
+    hours: int = Field(48, ge=1, le=10_000)
+    categorical: list[str] = []
+    mean: list[_Finite] = []
+    std: list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = []
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features: a feature is listed twice")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values and len(values) != len(self.features):
+                raise ValueError(f"{name}: {len(values)} values for {len(self.features)} features")
+        return self
+
+
+class _DemographicsModel(_Strict):
+    numeric: list[str] = []
+    categorical: list[str] = []
+    mean: dict[str, _Finite] = {}
+    std: dict[str, Annotated[float, Field(gt=0.0, allow_inf_nan=False)]] = {}
+    categories: dict[str, list[str]] = {}
+
+
+class _LabelRates(_Strict):
+    ihm: _Rate | None
+    ihm_known: _Rate
+    los_hours_median: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None
+    phenotypes_mean: _Rate | None = None
+
+
+def _per_split(value: dict, what: str) -> dict:
+    if set(value) == set(SPLITS):
+        return value
+    raise ValueError(f"needs one {what} per split ({', '.join(SPLITS)}), has {', '.join(map(str, value)) or 'none'}")
+
+
+class _ManifestModel(_Strict):
+    source: str = Field(min_length=1)
+    modalities: list[str]
+    timeseries: _TimeseriesModel | None = None
+    demographics: _DemographicsModel = _DemographicsModel()
+    phenotypes: list[str] = []
+    cxr_size: Annotated[int, Field(ge=1, le=4096)] | None = None
+    split: dict[str, Any] = {}
+    excluded: dict[str, _Count] = {}
+    notes: dict[str, Any] = {}
+    ground_truth: dict[str, Any] = {}
+    counts: dict[str, _Count]
+    label_rates: dict[str, _LabelRates]
+    presence_rates: dict[str, dict[str, _Rate | None]]
+    shards: dict[str, list[str]]
+    shard_hashes: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = {}
+    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    schema_version: int
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, names):
+        unknown = [name for name in names if name not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modality {unknown[0]!r}; known: {', '.join(MODALITIES)}")
+        if len(set(names)) != len(names):
+            raise ValueError("a modality is listed twice")
+        return names
+
+    @field_validator("counts", "label_rates", "shards")
+    @classmethod
+    def _splits(cls, value, info):
+        return _per_split(value, {"counts": "count", "label_rates": "set of label rates", "shards": "list of shards"}[info.field_name])
+
+    @field_validator("presence_rates")
+    @classmethod
+    def _presence(cls, value):
+        for split, rates in _per_split(value, "set of presence rates").items():
+            if set(rates) != set(MODALITIES):
+                raise ValueError(f"{split}: needs one rate per modality ({', '.join(MODALITIES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if "timeseries" in self.modalities and self.timeseries is None:
+            raise ValueError("timeseries: missing, but modalities lists 'timeseries'")
+        listed = [rel for split in SPLITS for rel in self.shards[split]]
+        for rel in listed:
+            if not SHARD_PATH.fullmatch(rel):
+                raise ValueError(f"shards: {rel!r} is not a file under shards/ of the stays folder")
+        if len(set(listed)) != len(listed):
+            raise ValueError("shards: a shard is listed twice")
+        if self.shard_hashes and set(self.shard_hashes) != set(listed):
+            raise ValueError("shard_hashes: needs one hash per listed shard")
+        for split in SPLITS:
+            if bool(self.counts[split]) != bool(self.shards[split]):
+                raise ValueError(f"counts: {self.counts[split]} stays in split {split!r} but {len(self.shards[split])} shards")
+        return self

@@ -1,16 +1,19 @@
 """Write and read stays folders (parquet shards + ``manifest.json``), validating as they go.
 
 Writing is atomic: shards and manifest go to a hidden temporary folder beside ``out`` that is
-renamed into place only when everything succeeded, so a failure leaves no half-written output.
+renamed into place only when everything succeeded, so a failure leaves no half-written output; an
+existing stays folder is replaced only with ``overwrite`` (:mod:`sweeper.data.folders`).
+Reading checks every shard against the sha256 the manifest stored for it (and the folder's
+``content_hash``) once per process and file state, so a shard changed or swapped after writing is
+an error, never data read under the wrong hash.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import math
-import os
+import numbers
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,9 +23,11 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from sweeper.data.folders import check_writable, make_temporary, put_in_place
 from sweeper.data.schema import (
     MODALITIES,
     NOT_NULL,
+    SHARD_PATH,
     SPLITS,
     Manifest,
     StaysError,
@@ -33,23 +38,6 @@ from sweeper.data.schema import (
 from sweeper.data.splits import DEFAULT_FRACTIONS, assign_splits
 
 ROWS_PER_SHARD = 1000
-
-
-def check_writable(out: str | Path) -> Path:
-    """Fail early, naming ``out``, when a stays folder cannot be written there."""
-    out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise StaysError(f"--out {out}: exists and is not a folder; choose another path")
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise StaysError(f"--out {out}: folder is not empty and is not a stays folder; choose an empty or new path")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise StaysError(f"--out {out}: {parent} is not a folder; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise StaysError(f"--out {out}: not writable; choose a path you can write to")
-    return out
 
 
 def to_table(frame: pd.DataFrame, manifest: Manifest, where: str) -> pa.Table:
@@ -104,6 +92,19 @@ def validate_table(table: pa.Table, manifest: Manifest, where: str, require_spli
         for split in SPLITS:
             if split not in splits:
                 raise StaysError(f"{where}: split {split!r} is empty; use more stays or other split fractions")
+
+
+def check_finite(table: pa.Table, where: str) -> None:
+    """No float column may hold ±inf (NaN means unknown or not observed): sources drop such values."""
+    for field in table.schema:
+        dtype = field.type.value_type if pa.types.is_list(field.type) else field.type
+        if not pa.types.is_floating(dtype):
+            continue
+        column = table[field.name]
+        values = pa.compute.list_flatten(column) if pa.types.is_list(field.type) else column
+        n = pa.compute.sum(pa.compute.is_inf(values)).as_py() or 0
+        if n:
+            raise StaysError(f"{where}: column {field.name!r} holds {n} infinite values; drop them (or make them null) before writing")
 
 
 def fill_statistics(table: pa.Table, manifest: Manifest) -> None:
@@ -168,13 +169,19 @@ def write_stays(
     split_fractions=DEFAULT_FRACTIONS,
     rows_per_shard: int = ROWS_PER_SHARD,
     where: str = "stays",
+    overwrite: bool = False,
 ) -> Manifest:
     """Validate ``frame`` against ``manifest`` and write a stays folder at ``out``.
 
     When ``frame`` has no ``split`` values the engine assigns a patient-level split stratified by
-    modality-presence pattern with ``split_seed`` and records how in the manifest.
+    modality-presence pattern with ``split_seed`` and records how in the manifest. An existing
+    stays folder at ``out`` is replaced only when ``overwrite`` is true.
     """
-    out = check_writable(out)
+    out = check_writable(out, overwrite)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral) or split_seed < 0:
+        raise StaysError(f"--seed: {split_seed!r} must be a non-negative integer")
+    if len(frame) == 0:
+        raise StaysError(f"{where}: no stays to write; check that the source holds records")
     manifest = copy.deepcopy(manifest)  # the written manifest gets split, statistics and hash
     frame = frame.reset_index(drop=True)
     missing = [name for name in manifest.arrow_schema().names if name != "split" and name not in frame.columns]
@@ -190,32 +197,31 @@ def write_stays(
     elif not manifest.split:
         manifest.split = {"method": "given by the source"}
     table = to_table(frame, manifest, where)
+    check_finite(table, where)
     validate_table(table, manifest, where)
     fill_statistics(table, manifest)
     summarise(table, manifest)
+    text = manifest.to_json()  # fails here, before anything is written, on a non-finite statistic
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as err:
-        raise StaysError(f"--out {out}: cannot write ({err.strerror or err}); choose another path") from None
+    tmp = make_temporary(out)
     try:
         (tmp / "shards").mkdir()
         digest = hashlib.sha256()
-        manifest.shards = {}
+        manifest.shards, manifest.shard_hashes = {}, {}
         for split in SPLITS:
             part = table.filter(pa.compute.equal(table["split"], split))
             manifest.shards[split] = []
             for index, start in enumerate(range(0, len(part), rows_per_shard)):
                 rel = f"shards/{split}-{index:05d}.parquet"
                 pq.write_table(part.slice(start, rows_per_shard), tmp / rel)
-                digest.update((tmp / rel).read_bytes())
+                data = (tmp / rel).read_bytes()
+                digest.update(data)
                 manifest.shards[split].append(rel)
+                manifest.shard_hashes[rel] = hashlib.sha256(data).hexdigest()
         manifest.content_hash = digest.hexdigest()
-        (tmp / "manifest.json").write_text(manifest.to_json())
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        text = manifest.to_json()
+        (tmp / "manifest.json").write_text(text)
+        put_in_place(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise StaysError(f"--out {out}: cannot write ({err.strerror or err}); choose another path") from None
@@ -237,10 +243,39 @@ def shard_paths(stays_dir: str | Path, manifest: Manifest, split: str | None = N
             raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: split {name!r} is empty; re-run the prepare step with more stays")
         for rel in files:
             path = Path(stays_dir).absolute() / rel
+            if not SHARD_PATH.fullmatch(rel):
+                raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: shards: {rel!r} is not a file under shards/ of the stays folder; re-run the prepare step")
             if not path.is_file():
                 raise StaysError(f"{path}: shard listed in manifest.json is missing; re-run the prepare step")
             paths.append(path)
+    verify_shards(stays_dir, manifest)
     return paths
+
+
+_VERIFIED: dict[tuple[str, str], tuple] = {}  # (folder, content_hash) -> the shards' stat keys when last verified
+
+
+def verify_shards(stays_dir: str | Path, manifest: Manifest) -> None:
+    """Check every shard against ``manifest.shard_hashes`` and ``content_hash`` (once per file state)."""
+    root = Path(stays_dir).absolute()
+    listed = [rel for split in SPLITS for rel in manifest.shards.get(split, [])]
+    try:
+        stats = tuple((s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_dev) for s in ((root / rel).stat() for rel in listed))
+    except OSError as err:
+        raise StaysError(f"{err.filename}: shard listed in manifest.json cannot be read ({err.strerror}); re-run the prepare step") from None
+    key = (str(root), manifest.content_hash)
+    if _VERIFIED.get(key) == stats:
+        return
+    digest = hashlib.sha256()
+    for rel in listed:
+        data = (root / rel).read_bytes()
+        digest.update(data)
+        expected = manifest.shard_hashes.get(rel)
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise StaysError(f"{root / rel}: does not match manifest.json (changed or replaced after it was written); re-run the prepare step")
+    if digest.hexdigest() != manifest.content_hash:
+        raise StaysError(f"{root}: the shards do not match manifest.json's content_hash (a shard was changed or replaced after writing); re-run the prepare step")
+    _VERIFIED[key] = stats
 
 
 def check_shard_schema(path: Path, manifest: Manifest, columns: list[str] | None = None) -> None:
@@ -265,6 +300,14 @@ def read_stays(stays_dir: str | Path, split: str | None = None, columns: list[st
     paths = shard_paths(stays_dir, manifest, split)
     for path in paths:
         check_shard_schema(path, manifest, columns)
-    table = pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
+    listed_under = {Path(stays_dir).absolute() / rel: name for name in SPLITS for rel in manifest.shards.get(name, [])}
+    tables = []
+    for path in paths:
+        table = pq.read_table(path, columns=columns)
+        found = set(table["split"].unique().to_pylist()) if "split" in table.column_names else {listed_under[path]}
+        if found - {listed_under[path]}:
+            raise StaysError(f"{path}: holds stays of split {sorted(map(str, found - {listed_under[path]}))[0]!r} but is listed under {listed_under[path]!r}; re-run the prepare step")
+        tables.append(table)
+    table = pa.concat_tables(tables)
     validate_table(table, manifest, where=str(stays_dir), require_splits=split is None and columns is None)
     return table, manifest

@@ -9,7 +9,8 @@ That is the ``tensors`` input kind; ``sweeper.data.inputs`` holds the others (``
 
 The shards are read by the driver, where the stays folder is, and handed to Ray Data as Arrow
 blocks in the object store: no Ray task on another node opens a file (a cluster need not share a
-filesystem), and no read waits for a CPU that trial workers hold (RAY_NOTES.md).
+filesystem), and no read waits for a CPU that trial workers hold (a Ray Data read task
+scheduled on a node whose CPUs trials hold would wait for them).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from sweeper.data.schema import (
     read_manifest,
 )
 from sweeper.data.inputs import input_kind
+from sweeper.data.multitask import MULTITASK, label_names, multitask_labels, task_columns
 from sweeper.data.stays import check_shard_schema, shard_paths
 
 TEXT_FEATURES = 2**12
@@ -44,7 +46,7 @@ TEXT_MODALITIES = ("discharge", "radiology")
 def needed_columns(manifest: Manifest, modalities, tasks) -> list[str]:
     """Id, the tasks' labels and the modalities' columns: all a reader of this subset needs."""
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    cols = ["stay_id"] + [TASK_LABELS[check_task(t)] for t in tasks]
+    cols = ["stay_id"] + [c for t in tasks for c in task_columns(manifest, check_task(t))]
     for modality in modalities:
         cols += modality_columns(manifest, modality)
     return cols
@@ -63,7 +65,11 @@ def check_subset(manifest: Manifest, modalities, where: str = "modality subset")
 def check_labels(stays_dir: str | Path, split: str, task: str, manifest: Manifest | None = None) -> None:
     """Fail naming the shard and field when a stay of ``split`` lacks the ``task`` label."""
     manifest = manifest or read_manifest(stays_dir)
-    column = TASK_LABELS[check_task(task)]
+    if check_task(task) == MULTITASK:  # unknown labels are allowed: the loss and metrics leave them out
+        for path in shard_paths(stays_dir, manifest, split):
+            check_shard_schema(path, manifest, task_columns(manifest, task))
+        return
+    column = TASK_LABELS[task]
     if task == "phenotyping" and not manifest.phenotypes:
         raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: source {manifest.source!r} has no phenotype labels; task 'phenotyping' is not available for it")
     for path in shard_paths(stays_dir, manifest, split):
@@ -118,7 +124,7 @@ class StaysCollate:
 
     def __init__(
         self, manifest: Manifest, modalities, task: str, carry_forward: bool = True, inputs: str = "tensors", window_hours: float = 2.0,
-        features: dict | None = None, raw_text: bool = False,
+        features: dict | None = None, raw_text: bool = False, hidden_labels: float = 0.0,
     ):
         self.manifest = manifest
         # Precomputed per-stay embeddings that replace a modality's raw input: {modality: (ids, [n, dim])},
@@ -127,6 +133,7 @@ class StaysCollate:
         self.raw_text = raw_text  # notes as strings (a text model runs in the trial), not as features
         self.modalities = check_subset(manifest, modalities)
         self.task = check_task(task)
+        self.hidden_labels = float(hidden_labels)  # multitask: share of labels hidden as unknown
         self.carry_forward = carry_forward
         self._hasher = None
         self.inputs = inputs
@@ -159,6 +166,8 @@ class StaysCollate:
         return shapes
 
     def n_outputs(self) -> int:
+        if self.task == MULTITASK:
+            return len(label_names(self.manifest))
         return len(self.manifest.phenotypes) if self.task == "phenotyping" else 1
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
@@ -166,7 +175,10 @@ class StaysCollate:
 
         present = np.stack([batch[presence_column(m)].astype(bool) for m in self.modalities], axis=1)
         out = {"stay_id": np.asarray(batch["stay_id"]).astype(str), "present": torch.from_numpy(present)}
-        out["label"] = torch.from_numpy(self._labels(batch[TASK_LABELS[self.task]]))
+        if self.task == MULTITASK:
+            out["label"] = torch.from_numpy(multitask_labels(batch, self.manifest, self.hidden_labels))
+        else:
+            out["label"] = torch.from_numpy(self._labels(batch[TASK_LABELS[self.task]]))
         built = self.kind.build(self, batch, present)
         out.update({k: (torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype != object else v) for k, v in built.items()})
         return out

@@ -30,9 +30,20 @@ Decisions
   ``"Weight": "kg"`` to :data:`UNITS` would turn them into time-series events instead.
 - **Time series.** Every other line is an observation: an event (feature index into
   :data:`FEATURES`, value, time in hours), in time order (stable, so same-time lines keep file
-  order). Values are kept as recorded (e.g. ``MechVent`` 1, ``Temp`` -17.8 artefacts); only the
+  order). Values are kept as recorded (e.g. ``MechVent`` 1) within their feature's limits; the
   ``-1`` missing marker is dropped (counted in ``notes["missing_markers"]``; none in sets A/B),
   as are observations after 48:00 (``notes["observations_after_48h"]``; none in A/B).
+- **Empty parameter.** Set C as PhysioNet distributes it has lines with an empty parameter field
+  (``HH:MM,,value``, a repeat of the preceding lab value with its name lost). With a valid time
+  and a numeric value such a line is skipped and counted in ``notes["empty_parameter_lines"]``
+  (none in A/B); any other malformed line is still an error naming it.
+- **Implausible values.** A value outside the limits of its parameter
+  (:data:`~sweeper.data.physionet2012_records.LIMITS`: what a living patient's value can be at all,
+  e.g. ``Temp`` 10-50 °C, ``pH`` 6-8.5, ``Height`` 50-250 cm, ``Age`` 0-120; every limit is
+  within float32, so nothing is stored as infinity) is dropped: an observation is not kept, a
+  descriptor becomes unknown. Each is counted by parameter in ``notes["implausible_values_dropped"]``
+  (printed by ``sweeper data describe``); sets A and B have a few hundred (Temp -17.8, pH 735,
+  Height 1.8 cm, ...).
 - **Hourly bins.** Bin ``h`` holds observations with ``h <= time < h+1`` hours; an observation at
   exactly 48:00 goes to the last bin (47). The bin value is the **mean** of its observations
   (``notes["hourly_aggregate"]``), NaN where none, with the mask True where observed; no carry
@@ -174,7 +185,7 @@ def prepare(src: str | Path, sets: list[str] | None = None) -> tuple[pd.DataFram
                 chosen.append(name)
 
     feature_index = {name: i for i, name in enumerate(FEATURES)}
-    counts = {"missing_markers": 0, "observations_after_48h": 0, "weight_observations_not_kept": 0, "ignored_files": 0}
+    counts = {"missing_markers": 0, "empty_parameter_lines": 0, "observations_after_48h": 0, "weight_observations_not_kept": 0, "ignored_files": 0, "implausible_values_dropped": {}}
     descriptors_only: dict[str, int] = {}
     rows: list[dict] = []
     for name in chosen:
@@ -188,6 +199,8 @@ def prepare(src: str | Path, sets: list[str] | None = None) -> tuple[pd.DataFram
                 raise StaysError(f"{where}: RecordID {record['record_id']} also in {seen[record['record_id']]}; keep one file per record")
             seen[record["record_id"]] = where
             records.append(record)
+        if not records:
+            raise StaysError(f"{available[name]}: no record files (<RecordID>.txt) in set {name}; use the complete set as distributed")
         for record_id, where in seen.items():
             if record_id not in outcomes:
                 raise StaysError(f"{outcomes_path}: no row for RecordID {record_id} (record {where}); use the Outcomes file that belongs to set-{name}")

@@ -31,6 +31,28 @@ DESCRIPTORS: dict[str, str] = {
 }
 
 OUTCOME_COLUMNS = ("RecordID", "Length_of_stay", "In-hospital_death")  # the ones used
+
+# What a value can be at all (inclusive): wider than abnormal, narrower than impossible for a living
+# patient. A value outside (an artefact such as Temp -17.8, pH 735, Height 1.8 cm) or beyond float32
+# (it would be stored as infinity) is dropped and counted by name in ``notes["implausible_values_dropped"]``;
+# a dropped descriptor becomes unknown (null).
+LIMITS: dict[str, tuple[float, float]] = {
+    "Age": (0, 120), "Height": (50, 250), "Weight": (1, 500),  # descriptors: years, cm, kg
+    "Albumin": (0, 10), "ALP": (0, 10_000), "ALT": (0, 50_000), "AST": (0, 50_000), "Bilirubin": (0, 100),
+    "BUN": (0, 500), "Cholesterol": (0, 2_000), "Creatinine": (0, 50), "DiasABP": (0, 400), "FiO2": (0, 1),
+    "GCS": (3, 15), "Glucose": (0, 5_000), "HCO3": (0, 100), "HCT": (0, 100), "HR": (0, 400), "K": (0, 30),
+    "Lactate": (0, 50), "Mg": (0, 30), "MAP": (0, 400), "MechVent": (0, 1), "Na": (50, 250),
+    "NIDiasABP": (0, 400), "NIMAP": (0, 400), "NISysABP": (0, 400), "PaCO2": (0, 300), "PaO2": (0, 1_000),
+    "pH": (6, 8.5), "Platelets": (0, 5_000), "RespRate": (0, 200), "SaO2": (0, 100), "SysABP": (0, 400),
+    "Temp": (10, 50), "TroponinI": (0, 1_000), "TroponinT": (0, 1_000), "Urine": (0, 50_000), "WBC": (0, 1_000),
+}
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def plausible(name: str, value: float) -> bool:
+    """Whether ``value`` of parameter ``name`` is kept (see :data:`LIMITS`)."""
+    low, high = LIMITS.get(name, (-_FLOAT32_MAX, _FLOAT32_MAX))
+    return low <= value <= high
 # "HH:MM" -> minutes for the first 48 h: a dict lookup is the fast path of the line parser.
 _TIMES: dict[str, int] = {f"{m // 60:02d}:{m % 60:02d}": m for m in range(HOURS * 60 + 1)}
 
@@ -69,7 +91,7 @@ def iter_record_files(location: Path, counts: dict) -> Iterator[tuple[str, str, 
 def parse_record(where: str, filename: str, data: bytes, feature_index: dict[str, int], counts: dict) -> dict:
     """One record file → descriptors and time-ordered events (feature, value, minutes)."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (some editors add one) is not part of the header
     except UnicodeDecodeError as err:
         raise StaysError(f"{where}: not UTF-8 text (byte {err.start}); use the record file as distributed") from None
     lines = text.splitlines()
@@ -91,7 +113,7 @@ def parse_record(where: str, filename: str, data: bytes, feature_index: dict[str
         minute = _TIMES.get(time_text)
         if minute is None:
             hh, sep, mm = time_text.partition(":")
-            if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(mm) < 60):
+            if not (sep and hh.isascii() and hh.isdigit() and mm.isascii() and mm.isdigit() and len(mm) == 2 and int(mm) < 60):
                 raise StaysError(f"{where} line {number}: time {time_text!r} is not HH:MM; fix or remove the line")
             minute = int(hh) * 60 + int(mm)
         try:
@@ -100,7 +122,14 @@ def parse_record(where: str, filename: str, data: bytes, feature_index: dict[str
             value = math.nan
         if not math.isfinite(value):
             raise StaysError(f"{where} line {number}: value {value_text!r} of {name!r} is not a number; fix or remove the line")
+        if name == "":  # set C as distributed: `HH:MM,,value`, a repeat of the preceding lab value
+            counts["empty_parameter_lines"] = counts.get("empty_parameter_lines", 0) + 1
+            continue
         if minute == 0 and name in DESCRIPTORS and name not in descriptors:
+            if name != "RecordID" and value != MISSING and not plausible(name, value):
+                implausible = counts.setdefault("implausible_values_dropped", {})
+                implausible[name] = implausible.get(name, 0) + 1
+                value = MISSING
             descriptors[name] = value
             continue
         index = feature_index.get(name)
@@ -117,13 +146,17 @@ def parse_record(where: str, filename: str, data: bytes, feature_index: dict[str
         if minute > limit:
             counts["observations_after_48h"] += 1
             continue
+        if not plausible(name, value):
+            implausible = counts.setdefault("implausible_values_dropped", {})
+            implausible[name] = implausible.get(name, 0) + 1
+            continue
         features.append(index)
         values.append(value)
         minutes.append(minute)
     if "RecordID" not in descriptors:
         raise StaysError(f"{where}: no RecordID line at 00:00; use the record file as distributed")
     record_value = descriptors["RecordID"]
-    if record_value != int(record_value) or record_value < 0:
+    if record_value != int(record_value) or not 0 <= record_value < 10**12:
         raise StaysError(f"{where}: RecordID {record_value!r} is not a whole number; use the record file as distributed")
     record_id = int(record_value)
     stem = filename.removesuffix(".txt")
@@ -143,7 +176,7 @@ def read_outcomes(path: Path, set_name: str) -> dict[int, tuple[int, float, floa
     if not path.is_file():
         raise StaysError(f"{path}: missing Outcomes file for set {set_name}; put Outcomes-{set_name}.txt beside set-{set_name}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of the header
     except (OSError, UnicodeDecodeError) as err:
         raise StaysError(f"{path}: cannot read ({str(err).splitlines()[0]}); use the Outcomes file as distributed") from None
     if not lines:

@@ -1,4 +1,4 @@
-"""Patient-level train/val/test splits, stratified by modality-presence pattern (METHODS.md §2).
+"""Patient-level train/val/test splits, stratified by modality-presence pattern (docs/stays-format.md).
 
 Every stay of a subject lands in the same split. Subjects are stratified by the presence pattern
 of their *first* stay (a 5-character string such as ``"11011"`` in ``MODALITIES`` order); stays

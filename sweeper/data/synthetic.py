@@ -1,4 +1,4 @@
-"""The synthetic MIMIC-shaped cohort (DATA.md, "Synthetic cohort"): the embedded default source.
+"""The synthetic MIMIC-shaped cohort (docs/data-sources.md, "Synthetic cohort"): the embedded default source.
 
 Latent model, per stay ``i`` (all draws from one ``numpy.random.default_rng(seed)``):
 
@@ -53,6 +53,7 @@ from sweeper.data.synthetic_modalities import (
 )
 
 MIN_STAYS = 30
+MAX_STAYS = 1_000_000  # ~2 KiB a stay in memory (~2 GiB at the bound) and ~0.5 ms a stay to generate
 IHM_BETA, IHM_INTERCEPT = 5.0, -6.9
 _ACUTE = [0, 1, 2, 14, 15, 21, 22, 23, 24]  # phenotype indices that lengthen the stay
 
@@ -70,7 +71,7 @@ class SynthConfig:
     """Parameters of the synthetic cohort; ``generate`` records them in the manifest's ground truth."""
 
     n_stays: int = 2000
-    """Number of ICU stays (rows), at least 30."""
+    """Number of ICU stays (rows), 30 to 1,000,000."""
     seed: int = 0
     """Seed of the one random generator everything is drawn from; same seed, same cohort."""
     strengths: dict[str, float] = dataclasses.field(default_factory=_default_strengths)
@@ -86,6 +87,8 @@ class SynthConfig:
         """Fail with a one-line ``StaysError`` naming the bad option."""
         if not isinstance(self.n_stays, numbers.Integral) or self.n_stays < MIN_STAYS:
             raise StaysError(f"--n-stays: {self.n_stays!r} is too few; use at least {MIN_STAYS} stays")
+        if self.n_stays > MAX_STAYS:
+            raise StaysError(f"--n-stays: {self.n_stays} is too many; use at most {MAX_STAYS} stays")
         if not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise StaysError(f"--seed: {self.seed!r} must be a non-negative integer")
         for option, values in (("--strength", self.strengths), ("--presence", self.presence)):

@@ -67,8 +67,8 @@ def test_describe_percentages_are_readable(capsys, written):
     (["--help"], ["data", "plan", "run", "report"]),
     (["report", "--help"], ["run_dir", "report.html"]),
     (["data", "--help"], ["synth", "prepare", "describe"]),
-    (["data", "synth", "--help"], ["--out", "--n-stays", "--seed", "--strength", "--presence", "--mnar", "default 2000"]),
-    (["data", "prepare", "--help"], ["physionet2012", "--src", "--out", "--sets", "--seed"]),
+    (["data", "synth", "--help"], ["--out", "--overwrite", "--n-stays", "--seed", "--strength", "--presence", "--mnar", "default 2000", "1000000"]),
+    (["data", "prepare", "--help"], ["physionet2012", "--src", "--out", "--overwrite", "--sets", "--seed"]),
     (["data", "describe", "--help"], ["stays", "stays folder"]),
 ])
 def test_help_exits_0_and_names_the_options(capsys, argv, options):
@@ -110,7 +110,10 @@ def test_synth_creates_a_valid_folder(capsys, tmp_path):
     assert set(table.column_names) == set(manifest.expected_columns())
     # The summary printed after writing is the describe text.
     assert describe_text(out) in captured.out
-    # Same seed again over the existing folder: same content.
+    # Same seed again over the existing folder: refused without --overwrite, same content with it.
     first_hash = manifest.content_hash
-    assert main(["data", "synth", "--out", str(out), "--n-stays", "60", "--seed", "3"]) == 0
+    assert main(["data", "synth", "--out", str(out), "--n-stays", "60", "--seed", "3"]) == 2
+    assert "already holds a stays folder; pass --overwrite" in capsys.readouterr().err
+    assert main(["data", "synth", "--out", str(out), "--n-stays", "60", "--seed", "3", "--overwrite"]) == 0
     assert read_stays(out)[1].content_hash == first_hash
+    assert [p.name for p in tmp_path.iterdir()] == ["stays"], "the old folder is gone once the new one is in place"

@@ -14,6 +14,7 @@ import pytest
 
 from sweeper.cli import main
 from sweeper.data.physionet2012 import FEATURES, UNITS, prepare
+from sweeper.data.physionet2012_records import LIMITS
 from sweeper.data.schema import MODALITIES, MODALITY_COLUMNS, StaysError, demo_column, presence_column
 from sweeper.data.stays import read_stays, write_stays
 
@@ -73,10 +74,12 @@ def _is_descriptor_line(minutes: int, name: str, seen: set) -> bool:
     return False
 
 
-def _ts_lines(data: bytes) -> list[tuple[int, str, float]]:
-    """The lines that should become events: not a descriptor line, not Weight."""
+def _ts_lines(data: bytes, implausible: bool = False) -> list[tuple[int, str, float]]:
+    """The lines that should become events: not a descriptor line, not Weight, within the feature's limits
+    (with ``implausible``: the lines outside them instead)."""
     seen: set = set()
-    return [(m, n, v) for m, n, v in _raw_lines(data) if not _is_descriptor_line(m, n, seen) and n != "Weight"]
+    lines = [(m, n, v) for m, n, v in _raw_lines(data) if not _is_descriptor_line(m, n, seen) and n != "Weight"]
+    return [(m, n, v) for m, n, v in lines if (LIMITS[n][0] <= v <= LIMITS[n][1]) != implausible]
 
 
 def _row(frame, record_id: int):
@@ -143,6 +146,14 @@ def test_every_observation_becomes_one_event(set_a, raw_a):
     assert got == expected
     weight_lines = sum(data.count(b",Weight,") for data in raw_a.values())
     assert manifest.notes["weight_observations_not_kept"] == weight_lines - 4000  # one descriptor each
+    # Values outside their feature's limits (artefacts such as Temp -17.8) are dropped and counted by feature.
+    dropped: dict[str, int] = {}
+    for data in raw_a.values():
+        for _, name, _ in _ts_lines(data, implausible=True):
+            dropped[name] = dropped.get(name, 0) + 1
+    assert dropped["Temp"] > 0 and dropped["pH"] > 0
+    heights = sum(not 50 <= v <= 250 for data in raw_a.values() for m, n, v in _raw_lines(data) if m == 0 and n == "Height" and v != -1)
+    assert manifest.notes["implausible_values_dropped"] == {**dropped, "Height": heights}
 
 
 def test_descriptors_only_stays_are_kept_and_counted(set_a, set_ab, raw_a):
@@ -176,6 +187,8 @@ def test_minus_one_descriptors_become_null(set_a, raw_a):
     n_height = sum(data.count(b"00:00,Height,-1\n") for data in raw_a.values())
     n_gender = sum(data.count(b"00:00,Gender,-1\n") for data in raw_a.values())
     assert n_height > 1000 and n_gender == 3
+    n_height += manifest.notes["implausible_values_dropped"]["Height"]  # 1.8 cm, 462.3 cm, ...: unknown as well
+    assert frame[demo_column("height")].between(50, 250).sum() == frame[demo_column("height")].notna().sum()
     assert frame[demo_column("height")].isna().sum() == n_height
     assert frame[demo_column("gender")].isna().sum() == n_gender
     assert not (frame[demo_column("height")] == -1).any()

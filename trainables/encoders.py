@@ -1,6 +1,6 @@
 """Per-modality encoders shared by every method family; each maps its modality to ``d`` dims.
 
-CPU-sized defaults (METHODS.md, "Modalities and encoders"): for notes an MLP over the frozen
+CPU-sized defaults (docs/methods.md, "Encoders"): for notes an MLP over the frozen
 ``text_encoder``'s cached embeddings (default all-MiniLM-L6-v2; ``bag``: hashed bag-of-words), or,
 with ``text_lora_r`` > 0, the HF model itself with LoRA adapters trained in the trial;
 a small ResNet for 1-channel images, an LSTM over hourly bins with mask channels, an MLP for

@@ -78,6 +78,12 @@ class Trainable:
     attributions: Callable[..., Any] | None = None
     """``attributions(model, test_data, device) -> {modality: share}`` after the final epoch; the
     shares land in ``analyses/attributions.csv``."""
+    summaries: Callable[..., Any] | None = None
+    """``summaries(model, test_data, device) -> {name: number}`` after the final epoch (e.g. a
+    router's mean weights); reported as ``summary:<name>`` metrics and handed to ``analyses``."""
+    analyses: Callable[..., list] | None = None
+    """``analyses(table) -> [Analysis]``: the run's ``summaries`` of this method's cells (columns
+    cell_id, task, method, subset, name, value = mean over seeds, n_seeds) as tables for ``analyses/``."""
     frozen: bool = False
     """Reads the ``needs`` stage's frozen per-modality embeddings in place of its raw inputs."""
     needs: str | None = None

@@ -1,10 +1,10 @@
-"""Embedding cache: a frozen text encoder runs once per stay, model config and data snapshot.
+"""Embedding cache: a frozen extractor (a text encoder, any expert) runs once per stay, config and data snapshot.
 
 Layout: ``<cache_root>/<encoder id>-<data hash[:16]>/<modality>/`` holds ``<modality>.parquet``
 (``stay_id`` str, ``embedding`` fixed_size_list<float32>, sorted by ``stay_id``, present notes only)
 and ``meta.json`` (encoder id, config, full data hash, n stays, dim, created time, forward passes).
-The encoder id (``sweeper.encode.text.text_model_id``) already hashes the model name and max_length;
-the data hash is the stays manifest's ``content_hash``, so new data or another config is a miss.
+The encoder id (``sweeper.encode.text.text_model_id``, ``sweeper.encode.experts.expert_id``) already
+hashes what changes the extractor's output; the data hash is the stays manifest's ``content_hash``, so new data or another config is a miss.
 
 Each entry is written to a hidden temporary folder beside it and renamed into place, so a killed
 run leaves only a ``.<modality>.tmp-*`` folder that readers never look at. Counts only are logged:
@@ -112,6 +112,44 @@ def _present_notes(stays_dir: str | Path, manifest, modality: str) -> tuple[np.n
     return ids[order], [texts[i] for i in order]
 
 
+def cached_embeddings(
+    stays_dir: str | Path,
+    modality: str,
+    encoder_id: str,
+    config: dict,
+    compute: Callable[[object], tuple[np.ndarray, np.ndarray, int]],
+    cache_root: str | Path = DEFAULT_CACHE_ROOT,
+    what: str = "stays",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cache itself, for any frozen extractor: (stay ids [n] str, vectors [n, dim] float32).
+
+    The key is (``encoder_id``, ``config``, the manifest's data hash, ``modality``); a hit runs
+    nothing, a miss calls ``compute(manifest)`` → (ids sorted, vectors, forward passes) and stores it.
+    ``sweeper.encode.experts`` keys every expert of every modality through here, the text encoders
+    below included.
+    """
+    manifest = read_manifest(stays_dir)
+    if not manifest.content_hash:
+        raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: no content_hash; re-run the prepare step that wrote it")
+    key = {"encoder_id": encoder_id, "config": config, "data_hash": manifest.content_hash, "modality": modality}
+    folder = entry_dir(cache_root, encoder_id, manifest.content_hash, modality)
+    _last.forward_passes = 0
+    cached = _read_entry(folder, modality, json.loads(json.dumps(key)))
+    if cached is not None:
+        log.info("embeddings: cache hit for %s %s (%d %s)", encoder_id, modality, len(cached[0]), what)
+        return cached
+    start = time.perf_counter()
+    ids, vectors, passes = compute(manifest)
+    _last.forward_passes = passes
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    seconds = time.perf_counter() - start
+    meta = {**key, "n_stays": len(ids), "dim": int(vectors.shape[1]), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "forward_passes": passes, "seconds": round(seconds, 3)}
+    _write_entry(folder, modality, ids, vectors, meta)
+    log.info("embeddings: %s: %d %s %s in %.1f s (%d batches)", encoder_id, len(ids), modality, what, seconds, passes)
+    return ids, vectors
+
+
 def text_embeddings(
     stays_dir: str | Path,
     modality: str,
@@ -128,36 +166,21 @@ def text_embeddings(
     is called after each batch. ``encoder``: a name ``sweeper.encode.text.resolve_text_model`` accepts.
     """
     text_column(modality)
-    manifest = read_manifest(stays_dir)
-    if not manifest.content_hash:
-        raise StaysError(f"{Path(stays_dir) / 'manifest.json'}: no content_hash; re-run the prepare step that wrote it")
-    encoder_id = text_model_id(encoder, None, max_length)
     config = {"model": encoder, "max_length": int(max_length), "pooling": "mean", "lora": None}
-    key = {"encoder_id": encoder_id, "config": config, "data_hash": manifest.content_hash, "modality": modality}
-    folder = entry_dir(cache_root, encoder_id, manifest.content_hash, modality)
-    _last.forward_passes = 0
-    cached = _read_entry(folder, modality, key)
-    if cached is not None:
-        log.info("embeddings: cache hit for %s %s (%d stays)", encoder_id, modality, len(cached[0]))
-        return cached
 
-    import torch
+    def compute(manifest):
+        import torch
 
-    ids, texts = _present_notes(stays_dir, manifest, modality)
-    start = time.perf_counter()
-    model = _frozen_encoder(encoder, int(max_length))
-    passes_before, chunks = model.forward_passes, []
-    with torch.inference_mode():
-        for begin in range(0, len(texts), batch_size):
-            chunks.append(model.pooled(texts[begin:begin + batch_size]).float().cpu().numpy())
-            _last.forward_passes = model.forward_passes - passes_before
-            if progress is not None:
-                progress(min(begin + batch_size, len(texts)), len(texts))
-    dim = model.model.config.hidden_size
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
-    seconds = time.perf_counter() - start
-    meta = {**key, "n_stays": len(ids), "dim": dim, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "forward_passes": last_forward_passes(), "seconds": round(seconds, 3)}
-    _write_entry(folder, modality, ids, vectors, meta)
-    log.info("embeddings: encoded %d %s notes in %.1f s (%d batches)", len(ids), modality, seconds, last_forward_passes())
-    return ids, vectors
+        ids, texts = _present_notes(stays_dir, manifest, modality)
+        model = _frozen_encoder(encoder, int(max_length))
+        passes_before, chunks = model.forward_passes, []
+        with torch.inference_mode():
+            for begin in range(0, len(texts), batch_size):
+                chunks.append(model.pooled(texts[begin:begin + batch_size]).float().cpu().numpy())
+                if progress is not None:
+                    progress(min(begin + batch_size, len(texts)), len(texts))
+        dim = model.model.config.hidden_size
+        vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+        return ids, vectors, model.forward_passes - passes_before
+
+    return cached_embeddings(stays_dir, modality, text_model_id(encoder, None, max_length), config, compute, cache_root, what="notes")

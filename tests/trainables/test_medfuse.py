@@ -196,13 +196,13 @@ def test_transfer_from_set_a_to_set_b_on_real_physionet(tmp_path, in_memory_sess
     source = in_memory_session(tmp_path / "a")
     run_training(_config(tmp_path / "a", **small, save_model=True), source)
     (tmp_path / "a.pt").write_bytes(source.model_bytes)
-    exported = torch.load(tmp_path / "a.pt", weights_only=False)
+    exported = torch.load(tmp_path / "a.pt", weights_only=True)
     assert len(exported["feature_names"]) == 36 + 5  # the 36 series and the 5 descriptors
 
     target = in_memory_session(tmp_path / "b")
     config = _config(tmp_path / "b", **{**small, "max_epochs": 2, "patience": 2}, transfer_from=str(tmp_path / "a.pt"), transfer_freeze_epochs=1, save_model=True)
     run_training(config, target)
-    tuned = torch.load(io.BytesIO(target.model_bytes), weights_only=False)
+    tuned = torch.load(io.BytesIO(target.model_bytes), weights_only=True)
     # Sets A and B share every feature: all rows came from A, were frozen for epoch 1, then tuned.
     assert tuned["feature_names"] == exported["feature_names"]
     source_rows, tuned_rows = exported["state_dict"]["embed.feature.weight"], tuned["state_dict"]["embed.feature.weight"]

@@ -93,7 +93,7 @@ def test_lora_adapters_of_the_text_model_train_in_the_trial(synth_stays, in_memo
     session = in_memory_session(synth_stays)
     config = _config(synth_stays, "picme.supervised", ["discharge"], text_lora_r=4, text_max_length=16, max_epochs=1, patience=1, save_model=True)
     run_training(config, session)
-    state = torch.load(io.BytesIO(session.model_bytes), weights_only=False)["state_dict"]
+    state = torch.load(io.BytesIO(session.model_bytes), weights_only=True)["state_dict"]
     lora_b = [v for k, v in state.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
     assert 0.0 <= session.reports[-1]["test_auroc"] <= 1.0

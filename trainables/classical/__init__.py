@@ -1,4 +1,4 @@
-"""Classical baselines on per-stay aggregates (METHODS.md §5 comparison; reusable by any family).
+"""Classical baselines on per-stay aggregates (docs/methods.md, "Classical baselines"; reusable by any family).
 
 Both read the ``aggregates`` input: for each series its last, mean, min, max and count over the
 stay, plus the encoded descriptors (``sweeper.data.loading.StaysCollate``). Unobserved series are
@@ -55,7 +55,7 @@ register(
     Trainable(
         name="classical.logreg", build_model=build_logreg, fit=fit_logreg, inputs="aggregates",
         defaults={"C": 0.1, "max_iter": 2000, "balanced": True},
-        paper="MedFuse §5 baselines (004_944e7b47d5e29944): logistic regression on aggregates",
+        paper="MedFuse §5 baselines (docs/methods.md): logistic regression on aggregates",
     )
 )
 register(
@@ -65,6 +65,6 @@ register(
             "n_estimators": 400, "max_depth": 4, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.8,
             "min_child_weight": 1.0, "reg_lambda": 1.0, "early_stopping_rounds": 30,
         },
-        paper="MedFuse §5 baselines (004_944e7b47d5e29944): XGBoost on aggregates",
+        paper="MedFuse §5 baselines (docs/methods.md): XGBoost on aggregates",
     )
 )

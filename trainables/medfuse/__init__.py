@@ -1,4 +1,4 @@
-"""``medfuse`` — MedFuse: observed-only tokens, MuFuse value fusion, Transformer (METHODS.md §5).
+"""``medfuse`` — MedFuse: observed-only tokens, MuFuse value fusion, Transformer (docs/methods.md, "MedFuse").
 
 Input: the ``tokens`` input of ``sweeper.data.loading.StaysCollate`` — one token per observed
 (series, 2-hour window) median at the window's centre, plus one per known static descriptor at
@@ -154,16 +154,18 @@ class MedFuse(nn.Module):
 
     def export(self) -> dict:
         """What ``save_model`` stores: the weights and the feature names they are indexed by."""
-        return {"state_dict": self.state_dict(), "feature_names": self.feature_names}
+        return {"state_dict": self.state_dict(), "feature_names": [str(name) for name in self.feature_names]}
 
 
 def load_feature_embeddings(model: MedFuse, path: str) -> torch.Tensor:
     """Copy the source's ``e_f`` rows of the feature names both cohorts have; returns which rows."""
     import os
 
+    from sweeper.safeload import load_weights
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"transfer_from {path}: no such file; point it at a model.pt a final trial saved with save_model: true")
-    source = torch.load(path, map_location="cpu", weights_only=False)
+    source = load_weights(path, "transfer_from")  # weights only: a model.pt may come from anyone
     names = source.get("feature_names") if isinstance(source, dict) else None
     weights = source.get("state_dict", {}).get("embed.feature.weight") if isinstance(source, dict) else None
     if names is None or weights is None:
@@ -192,6 +194,6 @@ register(
             "d": 32, "fusion": "mufuse", "partition_k": 4, "heads": 2, "layers": 2, "dropout": 0.1, "time_period": 10000.0,
             "window_hours": 2.0, "phi_hidden": 64, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, "transfer_freeze_epochs": 2,
         },
-        paper="MedFuse / MuFuse (004_944e7b47d5e29944)",
+        paper="MedFuse / MuFuse (docs/methods.md)",
     )
 )

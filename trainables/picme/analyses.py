@@ -13,6 +13,10 @@ from sweeper.evaluation.analyses import top_k_alignment
 from trainables.registry import Analysis
 
 ALIGNMENT_STAYS = 2000
+ALIGNED_PREFIX = "aligned_"
+"""``embeddings.npz`` may hold ``aligned_<modality>``: the pre-training's projection-head output (the
+space its loss aligns, what these analyses measure) beside ``<modality>``, the encoder's output
+(what dependent trials read)."""
 
 
 def pretrain_analyses(artifacts: list[tuple[str, dict, Path]], attributions: pd.DataFrame) -> list[Analysis]:
@@ -25,12 +29,9 @@ def pretrain_analyses(artifacts: list[tuple[str, dict, Path]], attributions: pd.
         with np.load(folder / "embeddings.npz", allow_pickle=False) as saved:
             if "present" not in saved.files:
                 continue
-            complete = np.flatnonzero(saved["present"].astype(bool).all(axis=1))[:ALIGNMENT_STAYS]
-            if len(complete) < 7:
-                continue
-            score = top_k_alignment({m: saved[m][complete] for m in entry["subset"]}, k=5)
-        alignments.append({"subset": subset, "n_stays": len(complete), "top5_alignment": score["overall"],
-                           **{f"top5_{m}": v for m, v in score["per_modality"].items()}})
+            row = _alignment(saved, entry["subset"])
+        if row is not None:
+            alignments.append({"subset": subset, **row})
     out = []
     lambdas = pd.DataFrame(lambdas)
     if len(attributions) and len(lambdas):
@@ -42,5 +43,35 @@ def pretrain_analyses(artifacts: list[tuple[str, dict, Path]], attributions: pd.
         out.append(Analysis("lambda", "Final λ of each pre-training run", lambdas, lambdas.pivot_table(index="subset", columns="modality", values="lambda")))
     if alignments:
         alignment = pd.DataFrame(alignments)
-        out.append(Analysis("alignment", "Top-5 alignment of the pre-trained embeddings", alignment, alignment[["subset", "n_stays", "top5_alignment"]]))
+        columns = [c for c in ("subset", "n_stays", "top5_alignment", "top5_chance", "n_held_out", "top5_held_out", "top5_held_out_chance") if c in alignment]
+        out.append(Analysis("alignment", "Top-5 alignment of the pre-trained embeddings (all stays, and the val + test stays pre-training never trained on)", alignment, alignment[columns]))
     return out
+
+
+def alignment_chance(n_stays: int, n_modalities: int, k: int = 5) -> float:
+    """Top-k alignment of random embeddings: the chance that k neighbours drawn from the other
+    N·M − 1 embeddings include one of the stay's M − 1 other views."""
+    pool, hits = n_stays * n_modalities - 1, n_modalities - 1
+    miss = 1.0
+    for j in range(min(k, pool - hits + 1)):
+        miss *= (pool - hits - j) / (pool - j)
+    return 1.0 - miss
+
+
+def _alignment(saved, subset: list[str]) -> dict | None:
+    """Top-5 alignment over the complete stays (at most ``ALIGNMENT_STAYS``), beside its chance; and
+    over the complete val + test stays alone when the artifact records splits: the training pairs
+    can be memorised, so only the held-out figure says the modalities align."""
+    complete = np.flatnonzero(saved["present"].astype(bool).all(axis=1))[:ALIGNMENT_STAYS]
+    if len(complete) < 7:
+        return None
+    space = {m: f"{ALIGNED_PREFIX}{m}" if f"{ALIGNED_PREFIX}{m}" in saved.files else m for m in subset}  # the space the loss aligned
+    score = top_k_alignment({m: saved[space[m]][complete] for m in subset}, k=5)
+    row = {"n_stays": len(complete), "top5_alignment": score["overall"], "top5_chance": alignment_chance(len(complete), len(subset)),
+           **{f"top5_{m}": v for m, v in score["per_modality"].items()}}
+    if "split" in saved.files:
+        held = complete[np.isin(saved["split"][complete], ["val", "test"])]
+        if len(held) >= 7:
+            row.update(n_held_out=len(held), top5_held_out=top_k_alignment({m: saved[space[m]][held] for m in subset}, k=5)["overall"],
+                       top5_held_out_chance=alignment_chance(len(held), len(subset)))
+    return row

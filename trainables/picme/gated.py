@@ -1,4 +1,4 @@
-"""``picme.mlstm`` — PiCME's Modality-Gated LSTM (METHODS.md §1).
+"""``picme.mlstm`` — PiCME's Modality-Gated LSTM (docs/methods.md, "PiCME").
 
 The subset's encoders (as in ``picme.supervised``, trained end to end from scratch) give one
 embedding per modality; they are fed as a sequence, one modality per step in the canonical order,
@@ -40,6 +40,6 @@ register(
     Trainable(
         name="picme.mlstm", attributions=concat_block_attributions, build_model=GatedFusion, needs="picme.pretrain",
         defaults={**PRETRAIN_DEFAULTS, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
-        paper="PiCME §3.4 Modality-Gated LSTM (000_3fa7bb705ac3a9f3)",
+        paper="PiCME §3.4 Modality-Gated LSTM (docs/methods.md)",
     )
 )

@@ -1,4 +1,4 @@
-"""PiCME's contrastive pre-training losses (paper 000_3fa7bb705ac3a9f3, METHODS.md §1).
+"""PiCME's contrastive pre-training losses (docs/methods.md, "PiCME").
 
 - ``info_nce``: symmetric pairwise InfoNCE for a subset of exactly two modalities.
 - ``ovo_terms``: the One-vs-Others terms L_i for a subset of three or more modalities.
@@ -33,12 +33,19 @@ def _check_complete_rows(embeddings: list[torch.Tensor]) -> None:
         )
 
 
-def directional_nce(queries: torch.Tensor, keys: torch.Tensor, log_tau: torch.Tensor) -> torch.Tensor:
+def directional_nce(queries: torch.Tensor, keys: torch.Tensor, log_tau: torch.Tensor, intra: bool = False) -> torch.Tensor:
     """One direction of InfoNCE: -1/N Σ_k log softmax_m(sim(q_k, key_m)/τ)[k].
 
-    ``queries`` and ``keys`` are [N, d]; row k of each is stay k (its positive pair).
+    ``queries`` and ``keys`` are [N, d]; row k of each is stay k (its positive pair). With
+    ``intra``, the other stays' *queries* join the negatives too (SimCLR's NT-Xent form): the softmax
+    runs over the N keys and the N − 1 other queries, so a query must be nearer its own stay's view
+    than the other stays' embeddings of its own modality (what pooled top-k alignment asks).
     """
-    logits = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / log_tau.exp()
+    q, k = F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)
+    logits = q @ k.T / log_tau.exp()
+    if intra:
+        same = (q @ q.T / log_tau.exp()).masked_fill(torch.eye(len(q), dtype=torch.bool, device=q.device), float("-inf"))
+        logits = torch.cat([logits, same], dim=1)
     targets = torch.arange(queries.shape[0], device=queries.device)
     return F.cross_entropy(logits, targets)
 
@@ -49,7 +56,7 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, log_tau: torch.Tensor) -> torch.T
     return directional_nce(a, b, log_tau) + directional_nce(b, a, log_tau)
 
 
-def ovo_terms(embeddings: list[torch.Tensor], log_tau: torch.Tensor) -> torch.Tensor:
+def ovo_terms(embeddings: list[torch.Tensor], log_tau: torch.Tensor, intra: bool = False) -> torch.Tensor:
     """The One-vs-Others terms [L_1, ..., L_M] for M ≥ 3 modalities.
 
     L_i contrasts modality i of stay k against xbar_k^{¬i}, the plain mean of the *other* modalities'
@@ -62,11 +69,11 @@ def ovo_terms(embeddings: list[torch.Tensor], log_tau: torch.Tensor) -> torch.Te
     n_modalities = stacked.shape[0]
     # Mean of the others = (sum of all − self) / (M − 1): one pass instead of M slices.
     others = (stacked.sum(dim=0, keepdim=True) - stacked) / (n_modalities - 1)
-    return torch.stack([directional_nce(stacked[i], others[i], log_tau) for i in range(n_modalities)])
+    return torch.stack([directional_nce(stacked[i], others[i], log_tau, intra) for i in range(n_modalities)])
 
 
 class ContrastiveLoss(nn.Module):
-    """PiCME's pre-training objective for one modality subset of size M ≥ 2 (METHODS.md §1).
+    """PiCME's pre-training objective for one modality subset of size M ≥ 2 (docs/methods.md, "PiCME").
 
     - M == 2: symmetric InfoNCE; ``terms`` holds the two directions [L(1→2), L(2→1)] and ``loss`` is
       their sum. ``w`` exists for a uniform interface but is unused, so ``lam`` stays uniform (½, ½).
@@ -79,8 +86,9 @@ class ContrastiveLoss(nn.Module):
     Inputs must be complete rows (see the module docstring).
     """
 
-    def __init__(self, n_modalities: int, init_tau: float = INIT_TAU):
+    def __init__(self, n_modalities: int, init_tau: float = INIT_TAU, intra_negatives: bool = False):
         super().__init__()
+        self.intra = bool(intra_negatives)
         if n_modalities < 2:
             raise ValueError(f"ContrastiveLoss: a contrastive subset needs at least 2 modalities, got {n_modalities}")
         self.n_modalities = n_modalities
@@ -91,7 +99,9 @@ class ContrastiveLoss(nn.Module):
     def tau(self) -> float:
         return float(self.log_tau.detach().exp())
 
-    def forward(self, embeddings: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, embeddings: list[torch.Tensor], intra: bool | None = None) -> dict[str, torch.Tensor]:
+        """``intra`` overrides ``intra_negatives`` for this call (e.g. cross-modal terms only)."""
+        intra = self.intra if intra is None else intra
         if len(embeddings) != self.n_modalities:
             raise ValueError(
                 f"ContrastiveLoss: built for {self.n_modalities} modalities, got {len(embeddings)} embedding tensors"
@@ -100,9 +110,9 @@ class ContrastiveLoss(nn.Module):
         lam = torch.softmax(self.w, dim=0)
         if self.n_modalities == 2:
             a, b = embeddings
-            terms = torch.stack([directional_nce(a, b, self.log_tau), directional_nce(b, a, self.log_tau)])
+            terms = torch.stack([directional_nce(a, b, self.log_tau, intra), directional_nce(b, a, self.log_tau, intra)])
             loss = terms.sum()
         else:
-            terms = ovo_terms(embeddings, self.log_tau)
+            terms = ovo_terms(embeddings, self.log_tau, intra)
             loss = (lam * terms).sum()
         return {"loss": loss, "terms": terms, "lam": lam.detach()}

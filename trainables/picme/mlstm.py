@@ -1,4 +1,4 @@
-"""PiCME's Modality-Gated LSTM (mLSTM; paper 000_3fa7bb705ac3a9f3, METHODS.md §1).
+"""PiCME's Modality-Gated LSTM (mLSTM; docs/methods.md, "PiCME").
 
 A subset's modality embeddings are read as a sequence, one modality per step in the subset's
 canonical order. The cell is a standard LSTM cell except that the new content written to the cell

@@ -1,4 +1,4 @@
-"""``picme.supervised`` — PiCME's supervised baseline (METHODS.md §1, "Supervised baseline").
+"""``picme.supervised`` — PiCME's supervised baseline (docs/methods.md, "PiCME").
 
 Each modality of the subset has its own encoder, trained from scratch end to end; the subset's
 embeddings are concatenated (R^{d·|S|}) and an MLP head predicts the task. An absent modality's
@@ -62,6 +62,6 @@ register(
         name="picme.supervised", attributions=concat_block_attributions,
         build_model=ConcatFusion,
         defaults={"d": 64, "dropout": 0.1, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, **TEXT_DEFAULTS},
-        paper="PiCME §3 supervised baseline (000_3fa7bb705ac3a9f3)",
+        paper="PiCME §3 supervised baseline (docs/methods.md)",
     )
 )

@@ -1,0 +1,2 @@
+"""Masked Global Alignment family (docs/methods.md, "MGA")."""
+from trainables.mga import pretrain, static  # noqa: F401  (register mga.pretrain, mga.static*)

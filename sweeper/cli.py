@@ -1,6 +1,7 @@
 """``sweeper`` command line: data preparation, planning and running sweeps.
 
-Every user-fixable problem surfaces as one line on stderr and exit status 2.
+Every user-fixable problem surfaces as one line on stderr and exit status 2; a run stopped by a
+signal (Ctrl-C, SIGTERM, SIGHUP) says how to resume it and exits with 128 + the signal's number.
 """
 from __future__ import annotations
 
@@ -18,8 +19,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"sweeper: error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
+def _version() -> str:
+    """The installed distribution's version (``pyproject.toml``), or "unknown" outside an install."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sweeper")
+    except PackageNotFoundError:
+        return "unknown (not installed; pip install .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sweeper", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sweeper {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from sweeper.data import cli as data_cli
@@ -38,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except Interrupted as err:
         print(f"sweeper: interrupted: {err}", file=sys.stderr)
-        return 130
+        return 128 + err.signum
     except SweeperError as err:
         print(f"sweeper: error: {err}", file=sys.stderr)
         return 2

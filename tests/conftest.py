@@ -101,3 +101,46 @@ def assert_auroc_beats(scores, labels, floor: float):
     auroc = roc_auc_score(np.asarray(labels), np.asarray(scores))
     assert auroc > floor, f"AUROC {auroc:.3f} not above {floor}"
     return auroc
+
+
+def edit_one(draw, raw, values):
+    """For Hypothesis property tests: ``raw`` (a parsed JSON or YAML document, already a copy) with one
+    value at any depth replaced by one drawn from ``values``, or one key removed."""
+    from hypothesis import strategies as st
+
+    node = raw
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            return raw
+        key = draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, (dict, list)) and child and draw(st.booleans()):
+            node = child
+            continue
+        if isinstance(node, dict) and draw(st.integers(0, 4)) == 0:
+            del node[key]
+        else:
+            node[key] = draw(values)
+        return raw
+
+
+def mutate_bytes(draw, valid: bytes, tokens: list[bytes]) -> bytes:
+    """For Hypothesis property tests: ``valid`` with 1-4 edits, each a byte range deleted, duplicated, or
+    replaced by one of ``tokens`` or by random bytes."""
+    from hypothesis import strategies as st
+
+    data = bytearray(valid)
+    for _ in range(draw(st.integers(1, 4))):
+        start = draw(st.integers(0, len(data)))
+        stop = draw(st.integers(start, min(len(data), start + 12)))
+        kind = draw(st.sampled_from(["delete", "token", "bytes", "duplicate"]))
+        if kind == "delete":
+            data[start:stop] = b""
+        elif kind == "token":
+            data[start:stop] = draw(st.sampled_from(tokens))
+        elif kind == "bytes":
+            data[start:stop] = draw(st.binary(max_size=8))
+        else:
+            data[start:start] = data[start:stop]
+    return bytes(data)

@@ -1,12 +1,20 @@
 """The analyses of a finished run, written to ``<run>/analyses/`` (summarised in ``leaderboard.md``
 and ``report.html``):
 
+  modality_contributions.csv  per task, method and modality, what adding the modality to a subset
+                        changes the metric by (Shapley-style over the subsets run), with a paired
+                        bootstrap CI over test stays (sweeper.evaluation.contributions)
+  metric_by_size.csv    per task and method, the mean metric over the subsets of each size
   attributions.csv      per cell, each modality's Integrated-Gradients share (mean over seeds), from
                         trainables that declare ``attributions``
   subgroups.csv         per cell, test AUROC per gender / ethnicity / age band (mean over seeds)
   phenotype_groups.csv  per phenotyping cell, mean AUROC of the acute / chronic / mixed phenotypes
+  per_task.csv          per multitask cell and label, precision / recall at the method's threshold,
+                        AUROC and AUPRC with bootstrap CIs (sweeper.evaluation.per_task)
   <stage tables>        whatever each stage's ``analyses`` returns (PiCME: lambda.csv, alignment.csv,
                         and the attributions beside λ)
+  <method tables>       whatever a trainable's ``analyses`` makes of its ``summaries`` (MedMIX:
+                        router_experts.csv, router_modalities.csv)
   summary/<name>.csv, index.json   what a person reads: each table's title and its summary
 
 Each file is written only when the run has what it needs. No stay id or note text is written.
@@ -21,6 +29,7 @@ import pandas as pd
 
 from sweeper.engine.trial import trial_run
 from sweeper.evaluation.analyses import phenotype_group_auroc, subgroup_auroc
+from sweeper.evaluation.contributions import modality_contributions
 from trainables import registry
 from trainables.registry import Analysis
 
@@ -65,6 +74,52 @@ def subgroup_tables(per_cell: dict, cells, stays_dir: Path) -> tuple[pd.DataFram
     return subgroups, pd.DataFrame(phenotype_rows)
 
 
+def contribution_analyses(cells, per_cell: dict, metric: str = "auroc", n_resamples: int = 1000) -> list[Analysis]:
+    """What each modality adds and the metric by number of modalities, when the sweep ran subsets
+    that differ by one modality (else nothing)."""
+    rows = [{**cell.row(), "cell_id": cell.cell_id} for cell in cells if cell.cell_id in per_cell]
+    if not rows:
+        return []
+    contributions, by_size = modality_contributions(rows, per_cell, metric, n_resamples)
+    found = []
+    index = ["task", "method", *[c for c in contributions.columns if c not in _CONTRIBUTION_COLUMNS]]
+    if len(contributions) and contributions["contribution"].notna().any():
+        shown = contributions.dropna(subset=["contribution"]).assign(text=lambda f: [
+            f"{r.contribution:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in f.itertuples()])
+        order = shown.groupby("modality")["contribution"].mean().sort_values(ascending=metric == "brier").index
+        summary = shown.pivot(index=index, columns="modality", values="text")[list(order)]
+        found.append(Analysis("modality_contributions", f"What each modality adds: mean change in test {metric.upper()} when it "
+                              "joins a subset that lacks it (Shapley-style over the subsets run) [95% paired bootstrap CI "
+                              "over test stays]", contributions, summary))
+    if len(by_size) and (by_size.groupby(index)["n_modalities"].nunique() > 1).any():
+        shown = by_size.assign(text=[f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in by_size.itertuples()])
+        found.append(Analysis("metric_by_size", f"Test {metric.upper()} by number of modalities: mean over the subsets of "
+                              "each size [95% bootstrap CI over test stays]", by_size,
+                              shown.pivot(index=index, columns="n_modalities", values="text")))
+    return found
+
+
+_CONTRIBUTION_COLUMNS = {"task", "method", "modality", "metric", "contribution", "ci_low", "ci_high", "p_value", "n_pairs", "n_sizes", "rank"}
+
+
+def summary_table(final_results, cells) -> pd.DataFrame:
+    """Per cell, each ``summary:<name>`` metric of its final trials, mean over seeds."""
+    found: dict[str, list[dict]] = {}
+    for result in final_results:
+        run, metrics = trial_run(result.config or {}), result.metrics or {}
+        if run.get("cell") and metrics.get("done"):
+            values = {k.split(":", 1)[1]: v for k, v in metrics.items() if k.startswith("summary:") and v == v}
+            if values:
+                found.setdefault(run["cell"], []).append(values)
+    rows = []
+    for cell in cells:
+        for name in sorted({n for seed in found.get(cell.cell_id, []) for n in seed}):
+            values = [seed[name] for seed in found[cell.cell_id] if name in seed]
+            rows.append({"cell_id": cell.cell_id, "task": cell.task, "method": cell.method, "subset": "+".join(cell.modalities),
+                         "name": name, "value": float(np.mean(values)), "n_seeds": len(values)})
+    return pd.DataFrame(rows, columns=["cell_id", "task", "method", "subset", "name", "value", "n_seeds"])
+
+
 def _stage_artifacts(run_dir: Path) -> dict[str, list[tuple[str, dict, Path]]]:
     out: dict[str, list] = {}
     for index in sorted((run_dir / "artifacts").glob("*/index.json")):
@@ -72,11 +127,34 @@ def _stage_artifacts(run_dir: Path) -> dict[str, list[tuple[str, dict, Path]]]:
     return out
 
 
-def run_analyses(cells, per_cell: dict, final_results, run_dir: Path, stays_dir: Path) -> list[Analysis]:
+def per_task_analysis(cells, per_cell: dict, stays_dir: Path, thresholds: dict, n_resamples: int = 1000) -> list[Analysis]:
+    """Per label of every ``multitask`` cell: precision, recall, AUROC, AUPRC [95% bootstrap CI]."""
+    from sweeper.data.multitask import MULTITASK, label_names
+    from sweeper.data.schema import read_manifest
+    from sweeper.evaluation.aggregate import aligned_predictions
+    from sweeper.evaluation.per_task import PER_TASK_METRICS, per_task_table
+
+    rows = []
+    for cell in (c for c in cells if c.task == MULTITASK and per_cell.get(c.cell_id)):
+        labels, scores = aligned_predictions(per_cell[cell.cell_id])
+        table = per_task_table(labels, list(scores), label_names(read_manifest(stays_dir)), float(thresholds.get(cell.method, 0.5)), n_resamples)
+        rows += [{"cell_id": cell.cell_id, "method": cell.method, "subset": "+".join(cell.modalities), **dict(cell.axes), **row} for row in table]
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows)
+    shown = frame.assign(**{m: [f"{r[m]:.3f} [{r[m + '_low']:.3f}, {r[m + '_high']:.3f}]" for _, r in frame.iterrows()] for m in PER_TASK_METRICS})
+    summary = shown.set_index(["label", "method", "subset"])[["n_known", "n_positive", *PER_TASK_METRICS]]
+    return [Analysis("per_task", "Per task: precision and recall at the threshold, AUROC, AUPRC on its known test labels "
+                     "(mean over seeds [95% bootstrap CI over test stays])", frame, summary)]
+
+
+def run_analyses(cells, per_cell: dict, final_results, run_dir: Path, stays_dir: Path, metric: str = "auroc",
+                 n_resamples: int = 1000, thresholds: dict | None = None) -> list[Analysis]:
     """Every analysis the run supports, in the order a person reads them (empty ones left out)."""
     attributions = attribution_table(final_results, cells)
     subgroups, phenotypes = subgroup_tables(per_cell, cells, stays_dir)
-    found: dict[str, Analysis] = {}
+    found: dict[str, Analysis] = {a.name: a for a in contribution_analyses(cells, per_cell, metric, n_resamples)}
+    found.update({a.name: a for a in per_task_analysis(cells, per_cell, stays_dir, thresholds or {}, n_resamples)})
     if len(attributions):
         found["attributions"] = Analysis("attributions", "Integrated-Gradients share per modality (mean over seeds)", attributions,
                                          attributions.pivot_table(index=["task", "method", "subset"], columns="modality", values="ig_share"))
@@ -85,6 +163,11 @@ def run_analyses(cells, per_cell: dict, final_results, run_dir: Path, stays_dir:
         if stage.analyses is not None:
             for analysis in stage.analyses(artifacts, attributions):
                 found[analysis.name] = analysis  # a stage may extend a generic table (e.g. IG beside its λ)
+    summaries = summary_table(final_results, cells)
+    for trainable in {id(c.trainable): c.trainable for c in cells}.values():
+        mine = summaries[summaries["method"].map(lambda m: registry.get(m) is trainable)] if len(summaries) else summaries
+        if trainable.analyses is not None and len(mine):
+            found.update({a.name: a for a in trainable.analyses(mine.reset_index(drop=True))})
     if len(phenotypes):
         found["phenotype_groups"] = Analysis("phenotype_groups", "Phenotype AUROC by group", phenotypes)
     if len(subgroups):

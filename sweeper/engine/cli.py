@@ -45,7 +45,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="spec name in search_spaces/ (e.g. all-combos, smoke) or a path to a .yaml file")
+    parser.add_argument("spec", help="spec name (a shipped one, e.g. all-combos, smoke, or one in a $SWEEPER_SPEC_PATH folder) or a path to a .yaml file")
     parser.add_argument("--profile", help="named profile of the spec (default: 'local' when the cluster has no GPU)")
     parser.add_argument("--address", help="Ray cluster to attach to ('auto' for the running one; default: start a local Ray, or $RAY_ADDRESS)")
 

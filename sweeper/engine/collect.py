@@ -6,28 +6,37 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeper.errors import SweeperError
 from sweeper.evaluation.aggregate import SeedPredictions, aggregate_cell, compare_with_best
+from sweeper.evaluation.comparisons import add_adjusted_p_values, add_probability_best
 from sweeper.engine.analyses import run_analyses, write_analyses
 from sweeper.engine.trial import checkpoint_path, trial_run
 from sweeper.evaluation.leaderboard import write_atomically, write_leaderboard
+from sweeper.evaluation.efficiency import add_eff_scores, cell_costs
+from sweeper.evaluation.extra_sets import add_extra_columns, robustness_rows
+from sweeper.loop.extra_sets import EXTERNAL_PREFIX, EXTRA_PREDICTIONS, MISSING_PREFIX
 from sweeper.loop.outputs import MODEL_FILE, PREDICTIONS_FILE
 from sweeper.plan.spec import Cell, Spec
 from sweeper.report.analyses import markdown_summary
 from sweeper.report.html import write_html_report
+from sweeper.report.robustness_plot import ROBUSTNESS_FILE
 
 
 def _filesystem(checkpoint_path: str):
     return pafs.FileSystem.from_uri(checkpoint_path) if "://" in checkpoint_path else (pafs.LocalFileSystem(), checkpoint_path)
 
 
-def read_predictions(checkpoint_path: str) -> "pa.Table":  # noqa: F821
-    """Read a final trial's predictions from its Train checkpoint (local path or storage URI)."""
+def read_predictions(checkpoint_path: str, name: str = PREDICTIONS_FILE) -> "pa.Table | None":  # noqa: F821
+    """Read a final trial's predictions from its Train checkpoint (local path or storage URI); None
+    when an extra set's (``name``) is not there (the trial could not score that set)."""
     filesystem, path = _filesystem(checkpoint_path)
-    return pq.read_table(f"{path}/{PREDICTIONS_FILE}", filesystem=filesystem)
+    if name != PREDICTIONS_FILE and filesystem.get_file_info(f"{path}/{name}").type != pafs.FileType.File:
+        return None
+    return pq.read_table(f"{path}/{name}", filesystem=filesystem)
 
 
 def copy_model(checkpoint_path: str, out: Path) -> bool:
@@ -56,8 +65,10 @@ def _seed_predictions(table, seed: int) -> SeedPredictions:
     return SeedPredictions(seed=seed, stay_ids=np.asarray(table["stay_id"].to_pylist()), labels=labels, scores=scores)
 
 
-def gather_final(results, run_dir: Path) -> dict[str, list[SeedPredictions]]:
-    """Per cell, every finished seed's predictions (also copied to ``predictions/``)."""
+def gather_final(results, run_dir: Path, extra_sets=(), extras: dict | None = None, costs: dict | None = None) -> dict[str, list[SeedPredictions]]:
+    """Per cell, every finished seed's predictions (also copied to ``predictions/``); with
+    ``extras``, each seed's predictions on the ``extra_sets`` too, as ``extras[cell][set]`` (copied
+    to ``predictions/<cell>/<set>/``); with ``costs``, each seed's final metrics as ``costs[cell]``."""
     per_cell: dict[str, list[SeedPredictions]] = {}
     for result in results:
         run = trial_run(result.config or {})
@@ -65,12 +76,22 @@ def gather_final(results, run_dir: Path) -> dict[str, list[SeedPredictions]]:
         checkpoint = checkpoint_path(result)
         if "seed" not in run or not metrics.get("done") or checkpoint is None:
             continue
+        if costs is not None:
+            costs.setdefault(run["cell"], []).append(metrics)
         table = read_predictions(checkpoint)
         out = run_dir / "predictions" / run["cell"] / f"seed-{run['seed']}.parquet"
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out)
         copy_model(checkpoint, run_dir / "models" / run["cell"] / f"seed-{run['seed']}.pt")
         per_cell.setdefault(run["cell"], []).append(_seed_predictions(table, run["seed"]))
+        for name in extra_sets:
+            extra = read_predictions(checkpoint, EXTRA_PREDICTIONS.format(name))
+            if extra is None:
+                continue
+            out = run_dir / "predictions" / run["cell"] / name / f"seed-{run['seed']}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(extra, out)
+            extras.setdefault(run["cell"], {}).setdefault(name, []).append(_seed_predictions(extra, run["seed"]))
     return per_cell
 
 
@@ -101,7 +122,10 @@ def write_tensorboard(results_by_phase: dict, rows: list[dict], run_dir: Path) -
 
 
 def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, tune_results=None, stays_dir: Path | None = None):
-    per_cell = gather_final(final_results, run_dir)
+    protocols = {MISSING_PREFIX + name: p.model_dump() for name, p in spec.final.test_missing.items()}
+    extra_sets, extras = [EXTERNAL_PREFIX + name for name in spec.data.external] + list(protocols), {}
+    costs: dict[str, list[dict]] = {}
+    per_cell = gather_final(final_results, run_dir, extra_sets, extras, costs)
     rows = []
     for cell in cells:
         seeds = sorted(per_cell.get(cell.cell_id, []), key=lambda s: s.seed)
@@ -113,11 +137,25 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
         info = {**cell.row(), "best_config": best[cell.cell_id]}
         row = aggregate_cell(info, seeds, n_resamples=spec.final.bootstrap_resamples)
         row["cell_id"] = cell.cell_id
+        if any(m.get("eff_params") is not None for m in costs.get(cell.cell_id, [])):
+            row.update(cell_costs(costs[cell.cell_id]))
+        for name in extra_sets:
+            add_extra_columns(row, name, extras.get(cell.cell_id, {}).get(name), spec.final.seeds, spec.metric, spec.final.bootstrap_resamples)
         rows.append(row)
+    if spec.final.efficiency_reference:
+        add_eff_scores(rows, spec.final.efficiency_reference, sorted(spec.axes))
     compare_with_best(rows, per_cell, metric=spec.metric, n_resamples=spec.final.bootstrap_resamples)
+    add_adjusted_p_values(rows, spec.final.correction)
+    add_probability_best(rows, per_cell, metric=spec.metric, n_resamples=spec.final.bootstrap_resamples)
     board = write_leaderboard(rows, run_dir, rank_by=spec.metric)
+    if protocols:
+        (run_dir / "analyses").mkdir(exist_ok=True)
+        robustness = robustness_rows(rows, protocols, spec.metric, sorted(spec.axes))
+        write_atomically(run_dir / "analyses" / ROBUSTNESS_FILE, pd.DataFrame(robustness).to_csv(index=False))
     if stays_dir is not None:
-        write_analyses(run_analyses(cells, per_cell, final_results, run_dir, stays_dir), run_dir)
+        thresholds = {name: method.fixed.get("threshold", 0.5) for name, method in spec.methods.items()}
+        analyses = run_analyses(cells, per_cell, final_results, run_dir, stays_dir, spec.metric, spec.final.bootstrap_resamples, thresholds)
+        write_analyses(analyses, run_dir)
         summary = markdown_summary(run_dir)
         if summary:
             markdown = run_dir / "leaderboard.md"

@@ -1,5 +1,6 @@
 """The phases of a sweep as Tune experiments: the tune phase (per-cell Optuna + ASHA) and the
-final phase (each cell's best config on K seeds), restorable, stopped cleanly by Ctrl-C."""
+final phase (each cell's best config on K seeds), restorable, stopped cleanly by Ctrl-C, SIGTERM or
+SIGHUP (``signals``)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 from sweeper.errors import Interrupted, SweeperError
+from sweeper.engine.signals import StopOnSignal, signal_name
 from sweeper.engine.trial import grid_of, reuse_actors, trainable
 from sweeper.plan.spec import Cell, Spec
 
@@ -63,11 +65,14 @@ def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dic
             ),
         )
     started = time.time()
-    with _StopOnCtrlC() as ctrl_c:
+    with StopOnSignal() as stop:
         results = tuner.fit()
-    _record_wall(run_dir, name, started, len(results), ctrl_c.pressed)
-    if ctrl_c.pressed:  # Tune saved its state and returned: no outputs from a part of the trials
-        raise Interrupted(f"{name} phase stopped; `sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it")
+    _record_wall(run_dir, name, started, len(results), stop.pressed)
+    if stop.pressed:  # Tune saved its state and returned: no outputs from a part of the trials
+        raise Interrupted(
+            f"{name} phase stopped ({signal_name(stop.signum)}); `sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it",
+            signum=stop.signum,
+        )
     return results
 
 def checkpoint_period(context) -> float:
@@ -83,49 +88,11 @@ def _record_wall(run_dir: Path, phase: str, started: float, trials: int, interru
         handle.write(json.dumps(record) + "\n")
 
 
-class _StopOnCtrlC:
-    """Ctrl-C during a phase: remember it and ask Tune for its graceful stop (SIGUSR1: Tune saves
-    its experiment state and returns). Tune's own SIGINT handler is off because after it returns
-    nothing tells the caller that it was interrupted: the stopped trials read as terminated.
-    A second Ctrl-C gets Python's default (KeyboardInterrupt)."""
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.pressed, self.active = False, threading.current_thread() is threading.main_thread()
-        if self.active:
-            self.saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-            if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # until Tune installs its own
-                signal.signal(signal.SIGUSR1, lambda *_: None)
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        import signal
-
-        self.pressed = True
-        signal.signal(signal.SIGINT, self.previous)
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self.active:
-            if signal.getsignal(signal.SIGINT) == self._handle:
-                signal.signal(signal.SIGINT, self.previous)
-            if self.saved_env is None:
-                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-            else:
-                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self.saved_env
-        return False
-
 def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress):
     """Per cell: Optuna (TPE) proposes, ASHA stops early; returns each cell's best params and the results."""
     from ray import tune
 
-    from sweeper.engine.search import CellScheduler, CellSearcher
+    from sweeper.engine.search import CellScheduler, CellSearcher, run_storage
 
     if spec.budgets.tune_trials == 0:
         progress.say("[tune] skipped (tune_trials: 0): every cell runs its default config")
@@ -134,7 +101,7 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     metric = objective(spec)
     spaces = {c.cell_id: {k: d.to_optuna() for k, d in spec.methods[c.method].search.items()} for c in cells}
     budgets = {c.cell_id: spec.budgets.tune_trials if spaces[c.cell_id] else 1 for c in cells}
-    searcher = CellSearcher(spaces, budgets, metric, MODE, storage_url=f"sqlite:///{run_dir / 'optuna.db'}", seed=spec.seed)
+    searcher = CellSearcher(spaces, budgets, metric, MODE, storage=run_storage(run_dir), seed=spec.seed)
     scheduler = CellScheduler(metric, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
     progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
     tune_config = tune.TuneConfig(

@@ -33,7 +33,7 @@ def pick_profile(spec_name: str, profile: str | None, has_gpu: bool) -> str | No
     try:
         raw = yaml.safe_load(spec_path(spec_name).read_text())
         profiles = raw.get("profiles") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, AttributeError):
         return None  # an unreadable spec: load_spec reports it in one line
     return "local" if not has_gpu and isinstance(profiles, dict) and "local" in profiles else None
 

@@ -46,10 +46,19 @@ class RaySession:
         if self.started:
             env = ray_env_vars(local=self.address is None)
             os.environ.update(env)  # the Tune trial actors read them from the driver's environment too
-            context = ray.init(
-                address=self.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
-                runtime_env={"env_vars": env}, **self.kwargs,
-            )
+            try:
+                context = ray.init(
+                    address=self.address, log_to_driver=False, configure_logging=True, logging_level="ERROR",
+                    runtime_env={"env_vars": env}, **self.kwargs,
+                )
+            except (ConnectionError, RuntimeError) as err:
+                if self.address is None:
+                    raise
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                raise SweeperError(
+                    f"--address {self.address}: cannot join this Ray cluster ({reason}); check the address (`ray status` on the head "
+                    "prints it) and, for a cluster with token authentication, that RAY_AUTH_TOKEN or ~/.ray/auth_token holds its token"
+                ) from None
             if not context.dashboard_url:
                 ray.shutdown()
                 raise SweeperError(

@@ -2,7 +2,8 @@
 
 Before the tune phase the driver
 1. encodes every note once per frozen text encoder (``sweeper.encode.embeddings``; a later sweep
-   over the same data reads the cache and encodes nothing), and
+   over the same data reads the cache and encodes nothing), and every modality once per frozen
+   expert a method config names (``experts``, ``teachers``: ``sweeper.encode.experts``), and
 2. runs each stage a trainable ``needs`` (e.g. ``picme.pretrain``) once per (stage, modality subset,
    stage config, data hash), however many cells, tasks, trials and seeds depend on it: the
    ``pretrain`` phase, one Tune trial per artifact. Artifacts land in ``<run>/artifacts/<stage>/``
@@ -29,7 +30,7 @@ def text_encoder_of(config: dict) -> str:
 
 def check_text_encoders(spec: Spec, spec_file: Path) -> None:
     """Every text model a method reads resolves to a local folder (downloading a hub id if it can),
-    or the run stops here, before its folder exists, naming the spec key."""
+    and every expert it names exists, or the run stops here, before its folder exists, naming the spec key."""
     from sweeper.errors import SweeperError
     from trainables import registry
     from sweeper.encode.text import resolve_text_model
@@ -41,10 +42,20 @@ def check_text_encoders(spec: Spec, spec_file: Path) -> None:
                 resolve_text_model(str(encoder))
             except SweeperError as err:
                 raise SweeperError(f"{spec_file}: methods.{method}.fixed.text_encoder: {err}") from None
+        config = {**registry.get(method).defaults, **options.fixed}
+        if "experts" in config:  # every expert and teacher named exists for its modality, with known options
+            from sweeper.encode.experts import cell_experts
+
+            try:
+                for subset in spec.modality_subsets.expand():
+                    cell_experts(config, subset)
+            except SweeperError as err:
+                raise SweeperError(f"{spec_file}: methods.{method}.fixed: {err}") from None
 
 
 def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root: Path, progress, run_dir: Path) -> dict[str, dict]:
-    """cell id → {text modality: ObjectRef of (ids, matrix)} for cells whose text encoder is frozen.
+    """cell id → {text modality: ObjectRef of (ids, matrix)} for cells whose text encoder is frozen,
+    and {``expert:<modality>:<name>``: ObjectRef} for cells that read experts (one ``ray.put`` per expert).
     ``<run>/embeddings.json`` records, per encoder and modality, the stays and the forward passes
     this run spent (0 when the cache had them)."""
     import ray
@@ -56,6 +67,19 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
     out: dict[str, dict] = {}
     for cell in cells:
         config = base_configs[cell.cell_id]
+        if "experts" in config:  # several frozen experts per modality (MedMIX): the same cache, one entry per expert
+            from sweeper.encode.experts import cell_experts, expert_embeddings
+
+            for key, modality, name, options in cell_experts(config, cell.modalities):
+                ref = ("expert", name, modality, json.dumps(options, sort_keys=True))
+                if ref not in refs:
+                    ids, matrix = expert_embeddings(stays, modality, name, options, cache_root)
+                    passes = last_forward_passes()
+                    progress.say(f"[embed] {modality}, expert {name}: {len(ids)} stays, " + (f"{passes} forward passes" if passes else "read from the cache"))
+                    record.append({"encoder": name, "modality": modality, "options": options, "stays": len(ids), "forward_passes": passes})
+                    refs[ref] = ray.put((ids, matrix))
+                out.setdefault(cell.cell_id, {})[key] = refs[ref]
+            continue
         encoder = text_encoder_of(config)
         if encoder == BAG or config.get("text_lora_r"):
             continue

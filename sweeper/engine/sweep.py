@@ -4,7 +4,7 @@
 Run directory ``results/<spec>/<run>/``:
   spec.yaml, run.json         the spec and profile this run was started with (``--resume`` reads them)
   data/                       the generated synthetic stays (when the spec asks for them)
-  optuna.db                   one Optuna study per cell (``optuna-dashboard sqlite:///.../optuna.db``)
+  optuna-journal.log          one Optuna study per cell (``optuna-dashboard .../optuna-journal.log``)
   tune/, final/               Tune experiments (restorable); train/ holds the Train runs' checkpoints
   best_configs.json           each cell's best tune-phase config
   predictions/                each final trial's test predictions (stay id, label, score)
@@ -16,12 +16,14 @@ Run directory ``results/<spec>/<run>/``:
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from pathlib import Path
 
 from sweeper.data.schema import MODALITIES, Manifest, read_manifest
 from sweeper.engine.phases import final_phase, objective, tune_phase
 from sweeper.engine.rundir import RunOptions, pick_profile, resolve_run_dir, run_info, save_run_files
+from sweeper.engine.signals import signal_name, signals_interrupt
 from sweeper.engine.session import RaySession, cluster_has_gpu, local_cluster_resources, materialize
 from sweeper.engine.stages import check_text_encoders, run_stages, text_features
 from sweeper.engine.trial import TrialContext
@@ -45,13 +47,18 @@ def run(options: RunOptions) -> Path:
         run_dir = resolve_run_dir(options, spec.name)
         if options.data or spec.data.path:  # a bad stays folder fails here, before the run folder exists
             read_manifest(Path(options.data or spec.data.path))
+        for folder in spec.data.external.values():
+            read_manifest(Path(folder))
         check_text_encoders(spec, spec_file)
         runtime = spec.resources.runtime(local=options.address is None)
         save_run_files(run_dir, spec_file, options, profile, spec.metric, runtime)
     try:
-        return _sweep(run_dir, spec, profile, options, runtime)
-    except KeyboardInterrupt:  # Ctrl-C outside a phase (a phase turns it into Interrupted itself)
-        raise Interrupted(f"`sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it") from None
+        with signals_interrupt():
+            return _sweep(run_dir, spec, profile, options, runtime)
+    except KeyboardInterrupt as stop:  # a stop signal outside a phase (a phase raises Interrupted itself)
+        signum = getattr(stop, "signum", signal.SIGINT)
+        raise Interrupted(f"stopped ({signal_name(signum)}); `sweeper run {run_dir.parent.name} --resume --run-name {run_dir.name}` finishes it",
+                          signum=signum) from None
 
 
 def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions, runtime: str) -> Path:
@@ -66,7 +73,7 @@ def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions, 
     started = time.perf_counter()
     local = options.address is None
     ray_kwargs = {"num_cpus": int(local_cluster_resources()["CPU"]), "include_dashboard": True, "dashboard_host": "127.0.0.1"} if local else {}
-    with RaySession(options.address, **ray_kwargs):
+    with RaySession(options.address, **ray_kwargs), signals_interrupt():  # after ray.init: its SIGTERM handler is replaced
         slots = _slots(spec, local, progress)
         progress.say(f"trial runtime: {runtime}" + (" (one Ray Train job per trial)" if runtime == "train" else " (the loop in reused Tune trial actors)"))
         context = dataclasses.replace(trial_context(spec, cells, stays, manifest, run_dir), runtime=runtime)
@@ -119,17 +126,46 @@ def _slots(spec: Spec, local: bool, progress) -> int:
     return slots
 
 
+def external_tables(spec: Spec, manifest: Manifest, modalities: list[str], tasks: list[str], run_dir: Path) -> dict:
+    """``{ext_<name>: Arrow table}`` of the spec's external cohorts, each read as the training
+    cohort's model reads it; what each lacks is written to ``external/<name>.json``."""
+    import json
+
+    from sweeper.data.external import read_external
+    from sweeper.loop.extra_sets import EXTERNAL_PREFIX
+
+    out = {}
+    for name, folder in spec.data.external.items():
+        table, report = read_external(folder, manifest, modalities, tasks)
+        (run_dir / "external").mkdir(exist_ok=True)
+        (run_dir / "external" / f"{name}.json").write_text(json.dumps({"stays": folder, **report}, indent=2))
+        out[EXTERNAL_PREFIX + name] = table
+    return out
+
+
+def missing_sets(spec: Spec) -> dict:
+    """``{miss_<name>: {drop, rate, seed}}``: the spec's test-time missing-modality protocols."""
+    from sweeper.loop.extra_sets import MISSING_PREFIX
+
+    return {MISSING_PREFIX + name: protocol.model_dump() for name, protocol in spec.final.test_missing.items()}
+
+
 def trial_context(spec: Spec, cells: list[Cell], stays: Path, manifest: Manifest, run_dir: Path) -> TrialContext:
     """What every trial of the run shares: the splits (read once into the object store), the
     manifest, each cell's base config and the budgets."""
     import ray
+    import ray.data
 
     from sweeper.data.loading import split_dataset
 
     modalities = [m for m in MODALITIES if any(m in c.modalities for c in cells)]
     tasks = sorted({c.task for c in cells})
+    datasets = {split: split_dataset(stays, split, modalities, tasks, manifest) for split in ("train", "val", "test")}
+    external = {name: ray.data.from_arrow(table) for name, table in external_tables(spec, manifest, modalities, tasks, run_dir).items()}
+    extra_sets = {**{name: {"external": True} for name in external}, **missing_sets(spec)}
     return TrialContext(
-        datasets=materialize({split: split_dataset(stays, split, modalities, tasks, manifest) for split in ("train", "val", "test")}),
+        datasets=materialize({**datasets, **external}),
+        extra_sets=extra_sets,
         manifest=ray.put(manifest),
         data_hash=manifest.content_hash,
         storage_path=str(run_dir / "train"),

@@ -43,6 +43,9 @@ class TrialContext:
     checkpoint_every: int = 0
     runtime: str = "train"  # or "inline" (``Resources.runtime``)
     features: dict = dataclasses.field(default_factory=dict)  # cell_id -> {modality: ObjectRef of (ids, matrix)}
+    # Extra test sets of the final trials (sweeper.loop.extra_sets): set -> {"external": True} (its
+    # dataset in ``datasets`` under the set's name) or a missing-modality protocol {drop, rate, seed}.
+    extra_sets: dict = dataclasses.field(default_factory=dict)
 
 
 def trial_run(config: dict) -> dict:
@@ -80,6 +83,7 @@ def loop_config_of(config: dict, context: TrialContext) -> dict:
         "manifest": context.manifest,
         "torch_threads": max(1, int(context.cpus_per_worker)),
         "features": context.features.get(cell.cell_id, {}),
+        "extra_sets": context.extra_sets if final else {},
     }
     if config.get("stage"):
         loop_config["stage"] = config["stage"]
@@ -91,10 +95,11 @@ def build_trainer(config: dict, context: TrialContext, trial_name: str):
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from sweeper.loop.extra_sets import extra_splits
     from sweeper.loop.training import reads_splits, train_loop_per_worker
 
     loop_config = loop_config_of(config, context)
-    datasets = {split: context.datasets[split] for split in reads_splits(loop_config)}
+    datasets = {split: context.datasets[split] for split in reads_splits(loop_config) + extra_splits(loop_config)}
     use_gpu = context.gpus_per_worker > 0
     resources = {"CPU": context.cpus_per_worker}
     if use_gpu:
@@ -143,11 +148,13 @@ def run_inline_trial(config: dict, context: TrialContext) -> None:
     import time
 
     entered = time.perf_counter()  # the trial's busy time counts from here (busy_s)
+    from sweeper.loop.extra_sets import extra_splits
     from sweeper.loop.outputs import TuneSession
     from sweeper.loop.training import reads_splits, run_training
 
     loop_config = loop_config_of(config, context)
-    run_training(loop_config, TuneSession({split: context.datasets[split] for split in reads_splits(loop_config)}, entered))
+    splits = reads_splits(loop_config) + extra_splits(loop_config)
+    run_training(loop_config, TuneSession({split: context.datasets[split] for split in splits}, entered))
 
 
 def trainable(context: TrialContext):

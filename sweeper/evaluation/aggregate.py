@@ -1,13 +1,15 @@
 """From one cell's K seeds of test predictions to a leaderboard row with its uncertainty.
 
-Two kinds of uncertainty are reported side by side (ARCHITECTURE.md, "Aggregate"):
+Two kinds of uncertainty are reported side by side (README, "What a run produces"):
 
 * over seeds — how much the method's result moves with training randomness: mean, sample std and
   a Student-t 95% CI over the K seed-level metrics (``seed_ci``);
 * over test stays — how much it would move on another test set of the same size: a stratified
   percentile bootstrap of the seed-mean metric (``bootstrap_ci``), and the paired version for the
   difference between two cells on the stays both were tested on (``paired_comparison``), which
-  ``compare_with_best`` applies to every cell against its task's top cell.
+  ``compare_with_best`` applies to every cell against its task's top cell; for binary tasks also
+  DeLong's interval of the seed-mean AUROC (``auroc_delong_low``/``_high``, ``sweeper.evaluation.delong``).
+  Multiplicity-adjusted p-values and each cell's chance of being best: ``sweeper.evaluation.comparisons``.
 
 Metrics themselves come only from ``sweeper.evaluation.metrics``. A bootstrap resample is held as
 draw counts, one weight per test stay, so every resample of a seed is scored in one vectorised
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from sweeper.evaluation.delong import delong_interval
 from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics, weighted_metrics
 
 CONFIDENCE = 0.95
@@ -71,10 +74,10 @@ def bootstrap_ci(
     keeps the test set's class balance and AUROC stays defined for rare outcomes. The same
     resampled stays are scored for every seed, then the metric is averaged over seeds.
     """
-    labels, scores = _aligned_predictions(seeds)
+    labels, scores = aligned_predictions(seeds)
     resamples = stratified_resamples(labels, n_resamples, np.random.default_rng(seed))
     values = _resampled_seed_means(labels, scores, resamples, metrics)
-    return {name: _percentile_interval(values[name]) for name in metrics}
+    return {name: percentile_interval(values[name]) for name in metrics}
 
 
 def paired_comparison(
@@ -89,7 +92,8 @@ def paired_comparison(
 
     Both methods are scored on the same stratified resamples (a paired bootstrap), so the CI and
     the two-sided p-value reflect only how the difference varies over test stays. The p-value is
-    twice the smaller bootstrap tail beyond zero, with the +1 correction so it is never 0.
+    the bootstrap test of pROC's ``roc.test`` (Robin et al. 2011): the difference over the standard
+    deviation of its resampled values, against a standard normal (``bootstrap_p_value``).
     With ``shared_stays`` both are first cut to the test stays they share (cells of different
     modality subsets are tested on the stays that have one of their modalities); otherwise they
     must have been tested on the same stays.
@@ -100,8 +104,8 @@ def paired_comparison(
         if shared.size == 0:
             raise MetricsError("paired_comparison: the two cells share no test stay")
         a, b = restrict_to_stays(a, shared), restrict_to_stays(b, shared)
-    labels_a, scores_a = _aligned_predictions(a)
-    labels_b, scores_b = _aligned_predictions(b)
+    labels_a, scores_a = aligned_predictions(a)
+    labels_b, scores_b = aligned_predictions(b)
     ids_a, ids_b = _sorted_ids(a[0]), _sorted_ids(b[0])
     if not np.array_equal(ids_a, ids_b):
         raise MetricsError(
@@ -117,9 +121,8 @@ def paired_comparison(
         - _resampled_seed_means(labels_b, scores_b, resamples, (metric,))[metric]
     )
     diffs = diffs[~np.isnan(diffs)]
-    low, high = _percentile_interval(diffs)
-    tail = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
-    p_value = min(1.0, 2 * (tail + 1) / (diffs.size + 1))
+    low, high = percentile_interval(diffs)
+    p_value = bootstrap_p_value(point, diffs)
     return {
         "difference": float(point),
         "ci_low": low,
@@ -187,7 +190,7 @@ def aggregate_cell(cell: dict, seeds: list[SeedPredictions], n_resamples: int = 
         "n_modalities": len(modalities),
     }
     row.update({k: v for k, v in cell.items() if k not in _CELL_KEYS and k != "best_config"})
-    labels, scores = _aligned_predictions(seeds)
+    labels, scores = aligned_predictions(seeds)
     per_seed = [compute_metrics(labels, seed_scores) for seed_scores in scores]
     boot = bootstrap_ci(seeds, n_resamples=n_resamples)
     for name in METRICS:
@@ -200,6 +203,7 @@ def aggregate_cell(cell: dict, seeds: list[SeedPredictions], n_resamples: int = 
             f"{name}_boot_low": boot[name][0],
             f"{name}_boot_high": boot[name][1],
         })
+    row["auroc_delong_low"], row["auroc_delong_high"] = delong_interval(labels, scores, CONFIDENCE)
     row["n_seeds"] = len(seeds)
     row["n_test_stays"] = int(labels.shape[0])
     row["best_config"] = json.dumps(cell.get("best_config", {}), sort_keys=True, default=str)
@@ -248,10 +252,10 @@ def _resampled_seed_means(
             values = weighted_metrics(labels, seed_scores, weights, metrics=metrics)
             for name in metrics:
                 per_seed[name][i, start : start + block] = values[name]
-    return {name: _nanmean_over_seeds(values) for name, values in per_seed.items()}
+    return {name: nanmean_over_seeds(values) for name, values in per_seed.items()}
 
 
-def _nanmean_over_seeds(values: np.ndarray) -> np.ndarray:
+def nanmean_over_seeds(values: np.ndarray) -> np.ndarray:
     """``[n_seeds, R]`` -> ``[R]``: mean over seeds where the metric is defined; NaN if none."""
     defined = ~np.isnan(values)
     n_defined = defined.sum(axis=0)
@@ -263,7 +267,7 @@ def _seed_mean(labels: np.ndarray, scores: np.ndarray, metric: str) -> float:
     return _nanmean([compute_metrics(labels, s, metrics=(metric,))[metric] for s in scores])
 
 
-def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray) -> tuple[float, float]:
     """Central 95% percentile interval, ignoring resamples where the metric was undefined."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
@@ -272,6 +276,22 @@ def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
     tail = 100 * (1 - CONFIDENCE) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_p_value(difference: float, resampled: np.ndarray) -> float:
+    """Two-sided p-value of an observed ``difference`` from its bootstrap resamples: ``2·Φ(−|D|)``
+    with ``D = difference / sd(resampled)`` (pROC's bootstrap test, Robin et al. 2011); NaN
+    resamples are ignored. Unlike the share of resamples beyond zero, which can be no smaller than
+    2/(R + 1), it keeps its resolution when a multiplicity correction multiplies it by the number
+    of comparisons (with 1000 resamples and 80 cells, Holm could otherwise never reach 0.05)."""
+    resampled = np.asarray(resampled, dtype=float)
+    resampled = resampled[~np.isnan(resampled)]
+    if resampled.size < 2 or np.isnan(difference):
+        return float("nan")
+    spread = resampled.std(ddof=1)
+    if spread == 0:  # every resample gives the same difference: none (p 1) or a certain one (p 0)
+        return float(difference == 0)
+    return float(2 * stats.norm.sf(abs(difference) / spread))
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -283,7 +303,7 @@ def _sorted_ids(predictions: SeedPredictions) -> np.ndarray:
     return np.sort(np.asarray(predictions.stay_ids).astype(str))
 
 
-def _aligned_predictions(seeds: list[SeedPredictions]) -> tuple[np.ndarray, np.ndarray]:
+def aligned_predictions(seeds: list[SeedPredictions]) -> tuple[np.ndarray, np.ndarray]:
     """``(labels [n, ...], scores [n_seeds, n, ...])`` with every seed's rows in stay_id order.
 
     Raises when seeds cover different stays or disagree on a label: a seed mean over different test

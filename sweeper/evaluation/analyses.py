@@ -1,4 +1,4 @@
-"""The PiCME paper's post-hoc analyses (METHODS.md §1 "Analyses") as pure functions.
+"""The PiCME paper's post-hoc analyses (docs/methods.md, "PiCME", analyses) as pure functions.
 
 - ``top_k_alignment``: how often a stay's modality embedding has another modality of the same stay
   among its k cosine nearest neighbours (the paper's top-5 alignment).

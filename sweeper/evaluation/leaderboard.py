@@ -13,11 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweeper.evaluation.extra_sets import SEPARATOR, extra_set_names, is_extra_column
 from sweeper.evaluation.metrics import METRICS
 
 # Columns every row has that are not an extra sweep axis (e.g. a missingness rate).
-_FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config", "cell_id"}
-_METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high")
+_FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config", "cell_id", "p_best"}
+_METRIC_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high", "_boot_low", "_boot_high", "_delong_low", "_delong_high")
+_COST_TITLES = {"eff_params": "params", "eff_flops_per_stay": "MFLOPs/stay", "eff_peak_mem_mb": "peak MB", "eff_score": "EffScore"}
+_COST_FORMATS = {"eff_params": lambda v: f"{v:,.0f}", "eff_flops_per_stay": lambda v: f"{v / 1e6:.3g}",
+                 "eff_peak_mem_mb": lambda v: f"{v:.0f}", "eff_score": lambda v: f"{v:.3f}"}
+_CORRECTION_NAMES = {"holm": "Holm", "bh": "BH"}
 
 
 def write_leaderboard(rows: list[dict], out_dir: Path, rank_by: str = "auroc") -> pd.DataFrame:
@@ -57,7 +62,32 @@ def leaderboard_legend(frame: pd.DataFrame, rank_by: str = "auroc") -> list[str]
     if "vs_best" in frame.columns:
         legend.append(
             f"Δ vs #1: this cell's mean {rank_by.upper()} minus the task's top cell's, on the test stays "
-            "both were scored on [95% paired bootstrap CI], and the two-sided p-value of that difference."
+            "both were scored on [95% paired bootstrap CI], and the two-sided p-value of that difference (the difference "
+            "over its bootstrap standard deviation, against a standard normal)."
+        )
+    correction = _correction(frame)
+    if correction:
+        legend.append(
+            f"p {correction}: that p-value adjusted for the task's number of comparisons with its top cell ("
+            + ("Holm: family-wise error rate" if correction == "Holm" else "Benjamini–Hochberg: false discovery rate")
+            + "); read this one when asking whether any cell is worse than #1."
+        )
+    if extra_set_names(frame.columns):
+        legend.append(
+            f"ext_*: an external cohort; miss_*: the test split with modalities hidden by a seeded protocol. Each: the "
+            f"seed-mean {rank_by.upper()} on that set [95% bootstrap CI over its stays] (its change from the internal test mean: negative where the set scores lower)."
+        )
+    if "eff_params" in frame.columns:
+        legend.append(
+            "Costs (torch methods; mean over seeds): params deployed (teachers excluded), MFLOPs per stay of one evaluation "
+            "forward pass (torch.utils.flop_counter), peak MB of the test pass (CUDA: max allocated; CPU: the process's peak "
+            "resident memory, sampled every ms; eff_memory_measure says which); EffScore: (Perf / Perf of the reference row) / "
+            "geomean of the three cost ratios to it, Perf the mean of AUROC, AUPRC, macro-F1 and accuracy."
+        )
+    if "p_best" in frame.columns:
+        legend.append(
+            f"P(best): the share of joint bootstrap resamples of the task's test stays in which the cell has the "
+            f"task's best mean {rank_by.upper()}; how settled the ranking is."
         )
     return legend
 
@@ -68,10 +98,16 @@ def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.
     extra_axes = [
         c for c in frame.columns
         if c not in _FIXED_COLUMNS and not c.startswith("vs_best") and not _is_metric_column(c)  # compare_with_best's
+        and not is_extra_column(c) and not c.startswith("eff_")
     ]
+    costs = [(c, title) for c, title in _COST_TITLES.items() if c in frame.columns]
+    extra_sets = extra_set_names(frame.columns)
     metrics = [m for m in METRICS if f"{m}_mean" in frame.columns]
+    correction = _correction(frame)
+    probability_best = "p_best" in frame.columns
     header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics,
-              *(["Δ vs #1", "p"] if compared else []), "n_seeds"]
+              *(["Δ vs #1", "p"] if compared else []), *([f"p {correction}"] if correction else []),
+              *(["P(best)"] if probability_best else []), *extra_sets, *(title for _, title in costs), "n_seeds"]
     tables = {}
     for task, rows in frame.groupby("task", sort=True):
         body = []
@@ -80,6 +116,12 @@ def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.
             cells += [_metric_cell(row, m) for m in metrics]
             if compared:
                 cells += _comparison_cells(row, rank)
+            if correction:
+                cells.append("" if _missing(row.get("vs_best_p_adj")) else f"{row['vs_best_p_adj']:.3f}")
+            if probability_best:
+                cells.append("" if _missing(row.get("p_best")) else f"{row['p_best']:.2f}")
+            cells += [_extra_cell(row, name, rank_by) for name in extra_sets]
+            cells += ["–" if _missing(row.get(c)) else _COST_FORMATS[c](row[c]) for c, _ in costs]
             cells.append(row.get("n_seeds", ""))
             body.append([str(cell) for cell in cells])
         tables[str(task)] = pd.DataFrame(body, columns=header)
@@ -100,6 +142,17 @@ def _metric_cell(row: pd.Series, metric: str) -> str:
     return text
 
 
+def _extra_cell(row: pd.Series, name: str, metric: str) -> str:
+    """``0.774 [0.74, 0.81] (−0.038)``: an extra set's seed mean, bootstrap CI and drop from internal test."""
+    prefix = f"{name}{SEPARATOR}{metric}"
+    mean, low, high = (row.get(f"{prefix}{part}") for part in ("_mean", "_boot_low", "_boot_high"))
+    drop = row.get(f"{name}{SEPARATOR}drop")
+    if _missing(mean):
+        return "–"
+    text = f"{mean:.3f}" + ("" if _missing(low) or _missing(high) else f" [{low:.2f}, {high:.2f}]")
+    return text + ("" if _missing(drop) else f" ({-drop:+.3f})")
+
+
 def _comparison_cells(row: pd.Series, rank: int) -> list[str]:
     """``["-0.021 [-0.04, -0.00]", "0.012"]``; the top cell reads ``["#1", ""]``."""
     if rank == 1:
@@ -111,6 +164,14 @@ def _comparison_cells(row: pd.Series, rank: int) -> list[str]:
     if not (_missing(low) or _missing(high)):
         text += f" [{low:+.2f}, {high:+.2f}]"
     return [text, "" if _missing(p) else f"{p:.3f}"]
+
+
+def _correction(frame: pd.DataFrame) -> str:
+    """The display name of the p-value correction the leaderboard holds ("" when none)."""
+    if "vs_best_p_adj" not in frame.columns or "vs_best_p_adjust" not in frame.columns:
+        return ""
+    names = frame["vs_best_p_adjust"].dropna().astype(str).unique()
+    return _CORRECTION_NAMES.get(names[0], names[0]) if len(names) else ""
 
 
 def _table_row(cells) -> str:

@@ -110,12 +110,13 @@ def _label_metrics(
     if needs_ranking:
         auroc, auprc = _ranking_metrics(positive, scores, weights)
         out.update(auroc=auroc, auprc=auprc)
-    # Binary macro-F1 averages the F1 of both classes; per label of a multi-label task it is the
-    # positive class's F1, which the macro average then averages over labels.
-    f1, accuracy, brier = _threshold_metrics(
-        positive, scores, weights, threshold, both_classes_f1=not multi_label
-    )
-    out.update(macro_f1=f1, accuracy=accuracy, brier=brier)
+    if not _RANKING_METRICS.issuperset(metrics):  # the bootstrap of one ranking metric skips these
+        # Binary macro-F1 averages the F1 of both classes; per label of a multi-label task it is the
+        # positive class's F1, which the macro average then averages over labels.
+        f1, accuracy, brier = _threshold_metrics(
+            positive, scores, weights, threshold, both_classes_f1=not multi_label
+        )
+        out.update(macro_f1=f1, accuracy=accuracy, brier=brier)
     return {name: out[name] for name in metrics}
 
 

@@ -25,7 +25,10 @@ def run_estimator(trainable, config: dict, collate, data: dict, session, final: 
         return
     test = compute_metrics(arrays["test"][1], scores["test"])
     metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=1)
-    report_final(session, metrics, data["test"], scores["test"])
+    from sweeper.loop.extra_sets import score_extra_sets
+
+    extras = score_extra_sets(config, session, collate, lambda part: estimator_scores(estimator, part["features"].numpy(), collate.n_outputs()))
+    report_final(session, metrics, data["test"], scores["test"], extras=extras)
 
 
 def estimator_scores(estimator, x: np.ndarray, n_outputs: int) -> np.ndarray:

@@ -93,12 +93,17 @@ def report_final_again(folder: str, session, where: dict) -> None:
         session.report(metrics, copy)
 
 
-def report_final(session, metrics: dict, data: dict, scores: np.ndarray, model_export: dict | None = None) -> None:
-    """The final report: metrics, with the test predictions (and the exported model) as its checkpoint."""
+def report_final(session, metrics: dict, data: dict, scores: np.ndarray, model_export: dict | None = None, extras: dict | None = None) -> None:
+    """The final report: metrics, with the test predictions (and the exported model) as its checkpoint;
+    ``extras`` (``{set: (data, scores)}``, ``sweeper.loop.extra_sets``) are saved beside them."""
     import torch
+
+    from sweeper.loop.extra_sets import EXTRA_PREDICTIONS
 
     with tempfile.TemporaryDirectory() as folder:
         write_predictions(os.path.join(folder, PREDICTIONS_FILE), data, scores)
+        for name, (extra_data, extra_scores) in (extras or {}).items():
+            write_predictions(os.path.join(folder, EXTRA_PREDICTIONS.format(name)), extra_data, extra_scores)
         write_final_metrics(folder, metrics)
         if model_export is not None:
             torch.save(model_export, os.path.join(folder, MODEL_FILE))

@@ -52,14 +52,17 @@ def resolve_features(features: dict | None) -> dict:
     return {m: _resolve(v) for m, v in (features or {}).items()}
 
 
-def drop_modalities(present, rate: float, generator):
+def drop_modalities(present, rate: float, generator, only: int | None = None):
     """Training-time missingness (the ``train_missing_rate`` axis): hide each present modality of a
-    stay with probability ``rate``, never the stay's last present one."""
+    stay with probability ``rate`` (only column ``only`` when given: the ``train_drop`` axis naming
+    one modality), never the stay's last present one."""
     import torch
 
     if rate <= 0:
         return present
     hidden = (torch.rand(present.shape, generator=generator) < rate) & present
+    if only is not None:
+        hidden[:, [j != only for j in range(present.shape[1])]] = False
     kept = present & ~hidden
     lost_all = ~kept.any(dim=1) & present.any(dim=1)
     if lost_all.any():  # give back one of the stay's own modalities, chosen at random
@@ -138,7 +141,7 @@ def _collated(session, split: str, collate, config: dict) -> dict:
     if not getattr(session, "reused", False):
         return read()
     features = tuple(sorted((m, v.hex() if hasattr(v, "hex") else id(v)) for m, v in (config.get("features") or {}).items()))
-    key = (collate.manifest.content_hash, split, collate.modalities, collate.task, collate.inputs, collate.window_hours, collate.raw_text, features)
+    key = (collate.manifest.content_hash, split, collate.modalities, collate.task, collate.hidden_labels, collate.inputs, collate.window_hours, collate.raw_text, features)
     if key in _COLLATED:
         _COLLATED.move_to_end(key)
     else:
@@ -167,6 +170,17 @@ class BusyClock:
         self.session.report({**metrics, "busy_s": time.perf_counter() - self.entered}, checkpoint_dir)
 
 
+def _config_if_asked(loss, config: dict) -> tuple:
+    """``(config,)`` when a trainable's ``loss`` takes a third argument (a loss chosen or weighted
+    by its config, e.g. ``slm.projector``'s), else ``()``."""
+    import inspect
+
+    try:
+        return (config,) if len(inspect.signature(loss).parameters) >= 3 else ()
+    except (TypeError, ValueError):
+        return ()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's entry point on every worker."""
     entered = time.perf_counter()
@@ -182,6 +196,7 @@ def run_training(config: dict, session) -> None:
     from sweeper.data.loading import StaysCollate
     from sweeper.encode.text import lora_rank
     from sweeper.loop.estimator import run_estimator
+    from sweeper.safeload import load_weights
     from trainables import registry
 
     session = BusyClock(session)
@@ -200,7 +215,7 @@ def run_training(config: dict, session) -> None:
                 # the trial is finished, so report the same result again, before reading any data.
                 return report_final_again(folder, session, where)
             if os.path.isfile(os.path.join(folder, STATE_FILE)):
-                saved = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+                saved = load_weights(os.path.join(folder, STATE_FILE), "trial checkpoint")
             # Otherwise a final checkpoint from an older run without its metrics: train again.
 
     final = bool(config.get("final", False))
@@ -208,6 +223,7 @@ def run_training(config: dict, session) -> None:
     collate = StaysCollate(
         _resolve(config["manifest"]), config["modalities"], config["task"], inputs=trainable.inputs,
         window_hours=float(config.get("window_hours", 2.0)), features=resolve_features(config.get("features")), raw_text=lora_rank(config) > 0,
+        hidden_labels=float(config.get("hidden_labels", 0.0)),
     )
     # Small cohorts fit in memory: read each shard once through Ray Data, then iterate tensors.
     data = {split: _collated(session, split, collate, config) for split in reads_splits(config)}
@@ -222,6 +238,8 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
     import torch
 
     from sweeper.evaluation.metrics import compute_metrics
+    from sweeper.loop.costs import inference_costs
+    from sweeper.loop.extra_sets import score_extra_sets
 
     seed, final = int(config["seed"]), bool(config.get("final", False))
     model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
@@ -229,7 +247,7 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
     warmup = int(config.get("warmup_steps", 0) or 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup)) if warmup > 0 else None
     grad_clip = float(config.get("grad_clip") or 0.0)
-    loss_fn = trainable.loss(config["task"], data["train"]["label"]).to(device)
+    loss_fn = trainable.loss(config["task"], data["train"]["label"], *_config_if_asked(trainable.loss, config)).to(device)
     max_epochs, patience, batch_size = int(config["max_epochs"]), int(config["patience"]), int(config["batch_size"])
 
     by_loss = trainable.select == "loss"  # otherwise the spec's metric on validation
@@ -247,6 +265,10 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
     lengths = data["train"]["tok_mask"].sum(dim=1) if "tok_mask" in data["train"] else None
     checkpoint_every = int(config.get("checkpoint_every", 0))
     missing_rate = float(config.get("train_missing_rate", 0.0))
+    drop = str(config.get("train_drop", "each"))  # the train_drop axis: each modality, or one
+    only = list(config["modalities"]).index(drop) if drop in config["modalities"] else None
+    if drop != "each" and only is None:  # a cell without that modality trains on what it has
+        missing_rate = 0.0
     for epoch in range(start_epoch, max_epochs):
         started = time.perf_counter()
         if trainable.on_epoch_start is not None:
@@ -257,11 +279,12 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
             batch = select_rows(data["train"], index)
-            batch["present"] = drop_modalities(batch["present"], missing_rate, generator)
+            batch["present"] = drop_modalities(batch["present"], missing_rate, generator, only)
             batch = to_device(batch, device)
             output = model(batch)
             logits = output["logits"]
-            loss = loss_fn(logits, batch["label"].reshape(logits.shape)) + output.get("aux_loss", 0.0)
+            target = batch["label"].reshape(logits.shape) if batch["label"].numel() == logits.numel() else batch["label"]  # [N, S, K]: per-source rows
+            loss = loss_fn(logits, target) + output.get("aux_loss", 0.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
@@ -293,22 +316,31 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
         }
         if final and stop:
             model.load_state_dict(best_state)
-            test_scores = predict(model, data["test"], device)
+            scored = []  # the test pass is the one whose peak memory is measured
+            metrics.update(inference_costs(model, to_device(select_rows(data["test"], slice(0, 256)), device),
+                                           lambda: scored.append(predict(model, data["test"], device)), device))
+            test_scores = scored[0]
             test = compute_metrics(labels_numpy(data["test"]), test_scores)
             metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=epoch + 1)
             if trainable.attributions is not None:
                 metrics.update({f"ig_{m}": float(v) for m, v in trainable.attributions(model, data["test"], device).items()})
-            report_final(session, metrics, data["test"], test_scores, trainable.export(model) if config.get("save_model") else None)
+            if trainable.summaries is not None:
+                metrics.update({f"summary:{k}": float(v) for k, v in trainable.summaries(model, data["test"], device).items()})
+            extras = score_extra_sets(config, session, collate, lambda part: predict(model, part, device))
+            report_final(session, metrics, data["test"], test_scores, trainable.export(model) if config.get("save_model") else None, extras)
             return
         if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and not stop:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(
                     {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-                     "epoch": epoch + 1, "best_score": best_score, "best_state": best_state, "since_best": since_best},
+                     "epoch": epoch + 1, "best_score": float(best_score), "best_state": best_state, "since_best": since_best},
                     os.path.join(folder, STATE_FILE),
                 )
                 session.report(metrics, folder)
+        elif stop:
+            # ``done`` on the last report: Tune stops the trial on it instead of asking the finished
+            # function for one more result (a round trip per trial through the driver).
+            session.report({**metrics, "done": True})
+            return
         else:
             session.report(metrics)
-        if stop:
-            return

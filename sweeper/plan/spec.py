@@ -1,4 +1,4 @@
-"""Experiment specs (``search_spaces/<name>.yaml``): typed, validated, expanded into cells.
+"""Experiment specs (``sweeper/specs/<name>.yaml``, or a folder on ``SWEEPER_SPEC_PATH``): typed, validated, expanded into cells.
 
 A cell is one task × modality subset × method × extra-axis values. Within a cell the tune phase
 searches the method's space; the final phase re-runs the cell's best config on K seeds.
@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import functools
 import itertools
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,10 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweeper.data.schema import MODALITIES, TASK_LABELS
 from sweeper.errors import SweeperError
+from sweeper.plan.protocols import MissingProtocol, SetName, check_drop
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SPEC_DIR = Path(__file__).resolve().parents[1] / "specs"
+"""The shipped specs: package data, found by name wherever sweeper is installed."""
+SPEC_PATH_ENV = "SWEEPER_SPEC_PATH"
+"""Folders of the user's own specs (``os.pathsep``-separated), searched by name before the shipped ones."""
 KNOWN_AXES = {
     "train_missing_rate": "probability of hiding each present modality of a training stay (never its last one)",
+    "train_drop": "what train_missing_rate hides: 'each' modality independently (default) or one modality's name",
+    "hidden_labels": "multitask: share of (stay, label) entries hidden as unknown, the same ones for every method (sweeper.data.multitask)",
 }
 
 
@@ -39,8 +46,8 @@ class _Strict(BaseModel):
 class SynthOptions(_Strict):
     """Options of the synthetic cohort (see ``sweeper data synth --help``)."""
 
-    n_stays: int = Field(2000, ge=30, description="number of ICU stays")
-    seed: int = Field(0, description="generator and split seed")
+    n_stays: int = Field(2000, ge=30, le=1_000_000, description="number of ICU stays (sweeper.data.synthetic's MIN_STAYS to MAX_STAYS)")
+    seed: int = Field(0, ge=0, description="generator and split seed")
     strengths: dict[str, float] = Field(default_factory=dict, description="per-modality signal strength in [0, 1]")
     presence: dict[str, float] = Field(default_factory=dict, description="per-modality presence rate in [0, 1]")
     mnar: float = Field(0.0, ge=0.0, le=1.0, description="missing-not-at-random strength")
@@ -51,6 +58,7 @@ class DataSpec(_Strict):
 
     path: str | None = Field(None, description="stays folder (absolute, or relative to the spec file)")
     synthetic: SynthOptions | None = Field(None, description="generate the synthetic cohort with these options")
+    external: dict[SetName, str] = Field(default_factory=dict, description="external cohorts every final model is also scored on: name → stays folder")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -153,6 +161,12 @@ class Budgets(_Strict):
 class Final(_Strict):
     seeds: int = Field(10, ge=1, description="seeds per cell in the final phase (K)")
     bootstrap_resamples: int = Field(1000, ge=1000, description="bootstrap resamples of the test stays")
+    correction: Literal["holm", "bh"] = Field(
+        "holm", description="multiplicity correction of the leaderboard's p-values vs the top cell: Holm (family-wise) or "
+        "Benjamini-Hochberg (false discovery rate)"
+    )
+    test_missing: dict[SetName, MissingProtocol] = Field(default_factory=dict, description="named test-time missing-modality protocols")
+    efficiency_reference: str | None = Field(None, description="the method whose row (same task, subset, axes) EffScore is relative to")
 
 
 class Resources(_Strict):
@@ -190,7 +204,7 @@ class Spec(_Strict):
         "auroc", description="validation metric that tunes (Optuna, ASHA), early-stops and picks each cell's best config; ranks the leaderboard"
     )
     data: DataSpec
-    tasks: list[Literal["ihm", "phenotyping", "los"]]
+    tasks: list[Literal["ihm", "phenotyping", "los", "multitask"]]
     modality_subsets: Subsets
     methods: dict[str, MethodSpec]
     budgets: Budgets = Field(default_factory=Budgets)
@@ -227,6 +241,8 @@ class Spec(_Strict):
                 raise ValueError(f"unknown axis {name!r}; known: {', '.join(KNOWN_AXES)}")
             if not values:
                 raise ValueError(f"axis {name!r} has no values")
+            for value in values if name == "train_drop" else ():
+                check_drop(value)
         return axes
 
 
@@ -285,15 +301,23 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def spec_dirs() -> list[Path]:
+    """Where a spec name is looked up: the ``SWEEPER_SPEC_PATH`` folders in order, then the shipped specs."""
+    extra = [Path(p).expanduser() for p in os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep) if p]
+    return [*extra, SPEC_DIR]
+
+
 def spec_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         return path
-    candidate = SPEC_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        known = sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
-        raise SpecError(f"spec {name_or_path!r}: no {candidate}; known specs: {', '.join(known)}")
-    return candidate
+    for folder in spec_dirs():
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return folder / f"{name_or_path}.yaml"
+    known = sorted({p.stem for folder in spec_dirs() for p in folder.glob("*.yaml")})
+    where = ", ".join(str(folder / f"{name_or_path}.yaml") for folder in spec_dirs())
+    raise SpecError(f"spec {name_or_path!r}: no {where}; pass a path to a .yaml file or add its folder to "
+                    f"{SPEC_PATH_ENV}; known specs: {', '.join(known)}")
 
 
 def _location(error: dict) -> str:
@@ -306,11 +330,17 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read ({err.strerror or err}); check its permissions") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); save the spec as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SpecError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply; fix the syntax") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of keys at the top level")
     if profile is not None:
@@ -330,6 +360,9 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
         raise SpecError(f"{path}: {_location(first)}: {message}") from None
     except SweeperError as err:  # e.g. an unknown method, raised inside a validator
         raise SpecError(f"{path}: methods: {err}") from None
+    if spec.final.efficiency_reference not in (None, *spec.methods):
+        raise SpecError(f"{path}: final.efficiency_reference: {spec.final.efficiency_reference!r} is not one of the spec's methods "
+                        f"({', '.join(spec.methods)})")
     try:
         subsets = spec.modality_subsets.expand()
     except ValueError as err:
@@ -345,8 +378,10 @@ def load_spec(name_or_path: str, profile: str | None = None) -> tuple[Spec, Path
                 f"{path}: methods.{method}: reads {kind.name} inputs built from {' and '.join(kind.modalities or ())} only; "
                 "no modality subset of this spec is one of those"
             )
+    base = Path.cwd() if path.parent.resolve() == SPEC_DIR else path.parent  # a shipped spec's is the user's folder
     if spec.data.path is not None and not Path(spec.data.path).is_absolute():
-        spec.data.path = str((path.parent / spec.data.path).resolve())
+        spec.data.path = str((base / spec.data.path).resolve())
+    spec.data.external = {name: str((base / folder).resolve()) for name, folder in spec.data.external.items()}
     return spec, path
 
 

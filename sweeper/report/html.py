@@ -3,8 +3,10 @@
 Built only from what the run folder already holds (``run.json``, ``leaderboard.csv``,
 ``analyses/*.csv``), so ``sweeper report RUN`` rebuilds it at any time, on any machine, without
 Ray. Per task it shows each cell's mean test metric with its 95% bootstrap CI (the top cells),
-a modality subset × method map of the same metric, and the leaderboard table with each cell's
-paired difference from the top cell; then the run's analyses. Plots are PNGs embedded in the page,
+a modality subset × method map of the same metric, the leaderboard table with each cell's
+paired difference from the top cell (raw and multiplicity-adjusted p) and its chance of being best,
+and what each modality adds with the metric against the number of modalities
+(``sweeper.report.modality_plots``); then the run's analyses. Plots are PNGs embedded in the page,
 drawn by matplotlib without a display. No stay id or note text is read.
 """
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pandas as pd
 from sweeper.errors import SweeperError
 from sweeper.evaluation.leaderboard import write_atomically, display_tables, leaderboard_legend
 from sweeper.report.analyses import summary_tables
+from sweeper.report.modality_plots import modality_figures
+from sweeper.report.robustness_plot import robustness_figures
 
 REPORT_FILE = "report.html"
 MAX_PLOTTED_CELLS = 30
@@ -46,8 +50,8 @@ def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
     board_path = run_dir / "leaderboard.csv"
     if not board_path.is_file():
         raise SweeperError(f"{board_path}: no leaderboard; a report needs a run whose final phase finished")
-    board = pd.read_csv(board_path)
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    board = _read_board(board_path)
+    info = _read_run_info(run_dir / "run.json")
     rank_by = rank_by or _rank_metric(run_dir, info)
     parts = [_header(run_dir, info, board, rank_by)]
     if board.empty:
@@ -62,6 +66,8 @@ def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
             if grid is not None:
                 parts.append(_image(_grid_plot(grid, rank_by, str(task))))
             parts.append(tables[str(task)].to_html(index=False, border=0))
+            parts += [_image(figure) for figure in modality_figures(run_dir, str(task))]
+            parts += [_image(figure) for figure in robustness_figures(run_dir, str(task))]
     for title, frame in summary_tables(run_dir):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(frame.round(3).to_html(border=0, na_rep=""))
@@ -72,6 +78,40 @@ def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
     out = run_dir / REPORT_FILE
     write_atomically(out, page)
     return out
+
+
+def _read_board(path: Path) -> pd.DataFrame:
+    """``leaderboard.csv``, or one line saying why it cannot be read and what to do."""
+    run = path.resolve().parent
+    redo = (f"rewrite it with `sweeper run {run.parent.name} --resume --run-name {run.name}` "
+            "(finished trials are not re-run) or restore it from a copy")
+    raw = path.read_bytes()
+    if not raw:
+        raise SweeperError(f"{path}: empty file (0 bytes); {redo}")
+    if not raw.strip():  # what the engine writes when it evaluated no cell: the page says so
+        return pd.DataFrame()
+    try:
+        board = pd.read_csv(io.BytesIO(raw))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SweeperError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[0][:120]}); {redo}") from None
+    missing = [c for c in ("task", "method", "subset") if c not in board.columns]
+    if missing:
+        raise SweeperError(f"{path}: no {', '.join(missing)} column, not a sweeper leaderboard; {redo}")
+    return board
+
+
+def _read_run_info(path: Path) -> dict:
+    """``run.json`` (absent in very old runs: then nothing), or one line saying why it cannot be read."""
+    if not path.is_file():
+        return {}
+    fix = "restore it from a copy, or fix it: sweeper wrote it as a JSON object of the run's spec, profile and start"
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SweeperError(f"{path}: not valid JSON ({err}); {fix}") from None
+    if not isinstance(info, dict):
+        raise SweeperError(f"{path}: expected a JSON object, got {type(info).__name__}; {fix}")
+    return info
 
 
 def _rank_metric(run_dir: Path, info: dict) -> str:

@@ -35,21 +35,25 @@ SPEC = """
 name: multinode-RUNTIME
 seed: 0
 data:
-  synthetic: {n_stays: 300, seed: 0}
+  synthetic: {n_stays: 1500, seed: 0}
 tasks: [ihm]
 modality_subsets:
   explicit: [[discharge], [timeseries, demographics]]
 methods:
   picme.supervised:
-    fixed: {d: 16, lr: 2.0e-3, text_encoder: bag}
+    fixed: {d: 16, lr: 2.0e-3, batch_size: 4, text_encoder: bag}
 # Each cell's config as given (no tuning), 2 seeds: two runs of this spec must agree exactly.
-# Five epochs: an inline trial (no Train start-up) must still be training when its node is killed.
-budgets: {tune_trials: 0, max_epochs: 5, grace_period: 1, reduction_factor: 2, patience: 5}
+# 32 epochs of small batches (about 0.5 s each here), no early stop: a node is killed while a trial
+# on it still has at least 16 epochs to go, under either runtime. The driver sees results in bursts a
+# few seconds apart, so a trial must last well beyond that (with 300 stays it lasted about 1 s and
+# was often done before any of its results reached the driver).
+budgets: {tune_trials: 0, max_epochs: 32, grace_period: 1, reduction_factor: 2, patience: 32}
 final: {seeds: 2, bootstrap_resamples: 1000}
 resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, trial_runtime: RUNTIME}
 """
 CELLS = {"ihm__picme.supervised__discharge", "ihm__picme.supervised__timeseries+demographics"}
 TRIALS_PER_RUN = 2 * 2
+MAX_EPOCHS, EPOCHS_LEFT_AT_KILL = 32, 16
 
 
 def _free_port() -> int:
@@ -63,14 +67,15 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _alive_training_actors(dashboard: str, runtime: str) -> list[str]:
-    """Node ids of the actors that train now (State API over HTTP; no Ray driver here): Ray Train
-    workers under ``train``, Tune's function-trainable actors under ``inline``."""
-    from ray.util.state import list_actors
-
-    name = "RayTrainWorker" if runtime == "train" else "ImplicitFunc"
-    actors = list_actors(address=dashboard, filters=[("class_name", "=", name), ("state", "=", "ALIVE")], raise_on_missing_output=False)
-    return [a.node_id for a in actors]
+def _training_mid_epochs(run_dir: Path, finished: set[str]) -> dict[str, str]:
+    """Trials that have reported and still have at least EPOCHS_LEFT_AT_KILL epochs to go: trial id ->
+    the node its loop runs on (Tune's result files of the final phase, written by the driver)."""
+    mid = {}
+    for result in (run_dir / "final").glob("*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        if rows and rows[-1]["trial_id"] not in finished and not rows[-1].get("done") and rows[-1]["epoch"] <= MAX_EPOCHS - EPOCHS_LEFT_AT_KILL:
+            mid[rows[-1]["trial_id"]] = rows[-1]["node_id"]
+    return mid
 
 
 @pytest.fixture(scope="module")
@@ -117,38 +122,35 @@ def run_a(cluster):
 
 @pytest.fixture(scope="module", params=["train", "inline"])
 def run_b(request, cluster, run_a):
-    """The same sweep under each runtime; a worker node that hosts a training trial is killed once a
-    trial has finished."""
+    """The same sweep under each runtime. A worker node is killed once a trial on it has reported and
+    still has epochs to go; the replacement node joins only after Tune has seen the failure."""
     runtime = request.param
     run_dir = cluster["root"] / f"multinode-{runtime}" / "b"
-    head = cluster["cluster"].head_node.node_id
     started = time.time()
     process = _sweeper(cluster, "b", runtime)
-    killed, finished_at_kill = None, set()
+    killed, finished_at_kill, interrupted = None, set(), set()
     deadline = time.time() + 600
     while killed is None and process.poll() is None and time.time() < deadline:
-        events = _events(run_dir)
-        finished = {e["trial_id"] for e in events if e["event"] == "finished"}
-        if finished:
-            # Train: a node whose trial has just finished may still hold that trial's Train worker
-            # while it tears down; killing it would interrupt nothing, so pick a node with no recent
-            # finish. Inline: actors are reused, a node that just finished is training the next trial.
-            just_done = {e.get("node") for e in events if e["event"] == "finished" and time.time() - e["time"] < 20} if runtime == "train" else set()
-            busy = set(_alive_training_actors(cluster["dashboard"], runtime)) - {head} - just_done
-            victim = next((n for n in cluster["workers"] if n.node_id in busy), None)
-            if victim is not None:
-                finished_at_kill = finished
-                cluster["cluster"].remove_node(victim, allow_graceful=False)
-                killed = victim.node_id
-                cluster["workers"].remove(victim)
-                cluster["workers"].append(cluster["cluster"].add_node(num_cpus=1, num_gpus=1))
-                break
-        time.sleep(0.5)
+        finished = {e["trial_id"] for e in _events(run_dir) if e["event"] == "finished"}
+        mid = _training_mid_epochs(run_dir, finished)
+        victim = next((n for n in cluster["workers"] if n.node_id in mid.values()), None)
+        if victim is not None:
+            finished_at_kill, interrupted = finished, {t for t, node in mid.items() if node == victim.node_id}
+            cluster["cluster"].remove_node(victim, allow_graceful=False)
+            killed = victim.node_id
+            cluster["workers"].remove(victim)
+            break
+        time.sleep(0.1)
+    assert killed is not None, f"no trial was seen training on a worker node:\n{process.communicate(timeout=900)[0].decode()[-3000:]}"
+    seen = time.time() + 300  # Tune sees the failure: the interrupted trial is retried (or Train restarts its epochs)
+    while time.time() < seen and process.poll() is None and not {e["trial_id"] for e in _events(run_dir) if e["event"] in ("retry", "restart")} & interrupted:
+        time.sleep(0.2)
+    cluster["workers"].append(cluster["cluster"].add_node(num_cpus=1, num_gpus=1))  # as an autoscaler would add one
     output, _ = process.communicate(timeout=900)
-    assert killed is not None, "no worker node was busy while the sweep ran: nothing was killed"
     assert process.returncode == 0, output.decode()[-4000:]
     events = _events(run_dir)
-    return {"runtime": runtime, "run_dir": run_dir, "killed": killed, "finished_at_kill": finished_at_kill, "events": events, "wall_s": time.time() - started}
+    return {"runtime": runtime, "run_dir": run_dir, "killed": killed, "interrupted": interrupted, "finished_at_kill": finished_at_kill, "events": events,
+            "wall_s": time.time() - started}
 
 
 def _final_metrics(run_dir: Path) -> pd.DataFrame:
@@ -189,7 +191,7 @@ def test_node_kill_retries_the_interrupted_trials_and_completes(run_b):
     finished = [e for e in events if e["event"] == "finished"]
     assert len({e["trial_id"] for e in finished}) == TRIALS_PER_RUN
     retried = {e["trial_id"] for e in events if e["event"] in ("retry", "restart")}
-    assert retried, "the node kill interrupted no trial"
+    assert run_b["interrupted"] <= retried, f"the trials training on the killed node ({run_b['interrupted']}) were not retried ({retried})"
     assert run_b["killed"] not in {e["node"] for e in finished if e["trial_id"] in retried}
     board = pd.read_csv(run_b["run_dir"] / "leaderboard.csv")
     assert set(board["cell_id"]) == CELLS and (board["n_seeds"] == 2).all()

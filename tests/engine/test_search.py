@@ -5,7 +5,7 @@ import dataclasses
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from sweeper.engine.search import CellScheduler, CellSearcher
+from sweeper.engine.search import JOURNAL_FILE, CellScheduler, CellSearcher, open_storage, run_storage
 
 OPTIONS = dict(time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2)
 
@@ -51,7 +51,7 @@ def test_searcher_round_robins_cells_within_budget(tmp_path):
 
     space = {"lr": od.FloatDistribution(1e-4, 1e-2, log=True)}
     searcher = CellSearcher({"a": space, "b": space, "c": {}}, {"a": 2, "b": 2, "c": 1}, "val_auroc", "max",
-                            storage_url=f"sqlite:///{tmp_path / 'optuna.db'}", seed=0)
+                            storage=str(tmp_path / "journal.log"), seed=0)
     configs = [searcher.suggest(f"t{i}") for i in range(6)]
     assert configs[-1] == searcher.FINISHED
     cells = [c["cell"] for c in configs[:5]]
@@ -63,7 +63,7 @@ def test_searcher_round_robins_cells_within_budget(tmp_path):
         searcher.on_trial_complete(f"t{i}", {"val_auroc": 0.6 + 0.01 * i, "training_iteration": 1})
     import optuna
 
-    studies = {s.study_name: s for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")}
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(open_storage(str(tmp_path / "journal.log")))}
     assert set(studies) == {"a", "b"}  # one study per searched cell
     assert all(s.n_trials == 2 for s in studies.values())
 
@@ -74,7 +74,7 @@ def test_searcher_is_seeded(tmp_path):
     space = {"lr": od.FloatDistribution(1e-4, 1e-2, log=True)}
     runs = []
     for attempt in range(2):
-        searcher = CellSearcher({"a": space}, {"a": 3}, "val_auroc", "max", storage_url=f"sqlite:///{tmp_path / f'{attempt}.db'}", seed=7)
+        searcher = CellSearcher({"a": space}, {"a": 3}, "val_auroc", "max", storage=str(tmp_path / f"{attempt}.log"), seed=7)
         runs.append([searcher.suggest(f"t{i}")["lr"] for i in range(3)])
     assert runs[0] == runs[1]
 
@@ -86,20 +86,36 @@ def test_searcher_state_survives_a_driver_restart(tmp_path):
     import optuna.distributions as od
 
     space = {"lr": od.FloatDistribution(1e-4, 1e-2, log=True)}
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    first = CellSearcher({"a": space, "b": space}, {"a": 2, "b": 2}, "val_auroc", "max", storage_url=url, seed=0)
+    url = str(tmp_path / "journal.log")
+    first = CellSearcher({"a": space, "b": space}, {"a": 2, "b": 2}, "val_auroc", "max", storage=url, seed=0)
     for i in range(3):
         first.suggest(f"t{i}")
     first.on_trial_result("t0", {"val_auroc": 0.6, "epoch": 1})
     first.on_trial_complete("t0", {"val_auroc": 0.7, "epoch": 2})
     first.save(str(tmp_path / "searcher.pkl"))
 
-    again = CellSearcher({"a": space, "b": space}, {"a": 2, "b": 2}, "val_auroc", "max", storage_url=url, seed=0)
+    again = CellSearcher({"a": space, "b": space}, {"a": 2, "b": 2}, "val_auroc", "max", storage=url, seed=0)
     again.restore(str(tmp_path / "searcher.pkl"))
     again.on_trial_complete("t0", {"val_auroc": 0.1})  # already told before the restart: ignored
     again.on_trial_complete("t1", {"val_auroc": 0.65, "epoch": 2})  # was running: told now
     last = again.suggest("t3")
     assert last["cell"] == "b" and again.suggest("t4") == again.FINISHED
-    values = {s.study_name: sorted(t.value for t in optuna.load_study(study_name=s.study_name, storage=url).trials if t.value is not None)
-              for s in optuna.get_all_study_summaries(url)}
+    values = {s.study_name: sorted(t.value for t in optuna.load_study(study_name=s.study_name, storage=open_storage(url)).trials if t.value is not None)
+              for s in optuna.get_all_study_summaries(open_storage(url))}
     assert values == {"a": [0.7], "b": [0.65]}
+
+
+def test_a_run_from_before_the_journal_keeps_its_sqlite_studies(tmp_path):
+    """New runs keep their studies in a journal file; a run started with ``optuna.db`` resumes in it."""
+    import optuna
+    import optuna.distributions as od
+
+    assert run_storage(tmp_path) == str(tmp_path / JOURNAL_FILE)
+    (tmp_path / "old").mkdir()
+    url = f"sqlite:///{tmp_path / 'old' / 'optuna.db'}"
+    optuna.create_study(storage=url, study_name="a")
+    assert run_storage(tmp_path / "old") == url
+    searcher = CellSearcher({"a": {"lr": od.FloatDistribution(1e-4, 1e-2, log=True)}}, {"a": 1}, "val_auroc", "max", storage=run_storage(tmp_path / "old"), seed=0)
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"val_auroc": 0.7, "epoch": 1})
+    assert [t.value for t in optuna.load_study(study_name="a", storage=open_storage(url)).trials] == [0.7]

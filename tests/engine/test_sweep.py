@@ -1,7 +1,8 @@
 """End to end on a real local Ray cluster: `sweeper run smoke`, killed mid-sweep and resumed.
 
 One smoke run per trial runtime serves several tests (module fixture). As a user runs it, `sweeper run` starts its
-own local Ray. It is stopped twice once a few trials have finished: by Ctrl-C (SIGINT to the driver),
+own local Ray. It is stopped twice once a few trials have finished: by a stop signal to the driver
+(SIGTERM, as `timeout`, SLURM or a preemption sends it, under ``inline``; Ctrl-C's SIGINT under ``train``),
 then, resumed, by a SIGKILL of the whole driver (its Ray included); a second
 `sweeper run smoke --resume` finishes the sweep on a fresh local Ray. No other Ray instance
 may run meanwhile (Train's placement-group cleaner fails when it finds two on one machine), and the
@@ -57,10 +58,11 @@ def resumed_smoke(request, tmp_path_factory, session_killer):
     results = tmp_path_factory.mktemp("results")
     run_dir = results / "smoke" / "r1"
     common = ["run", "smoke", "--profile", request.param, "--results", str(results), "--run-name", "r1", "--quiet"]
-    # 1. Ctrl-C, as a user stops it: Tune saves its state, the driver says how to go on.
+    # 1. A stop signal: Tune saves its state, the driver says how to go on.
+    stop_signal = signal.SIGTERM if request.param == "inline" else signal.SIGINT
     first = _sweeper(common, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_for_finished(run_dir, first, 1, running=True)
-    first.send_signal(signal.SIGINT)
+    first.send_signal(stop_signal)
     try:
         interrupted_output, _ = first.communicate(timeout=300)
     finally:
@@ -87,14 +89,17 @@ def resumed_smoke(request, tmp_path_factory, session_killer):
     finished_at = {e["trial_id"]: e["time"] for e in before if e["event"] == "finished"}
     return {"runtime": request.param, "run_dir": run_dir, "finished_before": finished_before, "finished_at": finished_at, "killed_at": killed_at,
             "after": after, "resume_wall_s": time.time() - started,
-            "interrupt": {"returncode": first.returncode, "output": interrupted_output.decode(), "leaderboard": leaderboard_at_interrupt}}
+            "interrupt": {"signal": stop_signal, "returncode": first.returncode, "output": interrupted_output.decode(), "leaderboard": leaderboard_at_interrupt}}
 
 
-def test_ctrl_c_stops_with_one_line_saying_how_to_go_on_and_writes_no_outputs(resumed_smoke):
+def test_a_stop_signal_stops_with_one_line_saying_how_to_go_on_and_writes_no_outputs(resumed_smoke):
     interrupt = resumed_smoke["interrupt"]
-    assert interrupt["returncode"] == 130, interrupt["output"][-3000:]
+    assert interrupt["returncode"] == 128 + interrupt["signal"], interrupt["output"][-3000:]
     last = interrupt["output"].strip().splitlines()[-1]
     assert last.startswith("sweeper: interrupted: ") and "--resume --run-name r1" in last, last
+    assert f"({interrupt['signal'].name})" in last, last
+    # No Python traceback and no native stack trace from Ray's own SIGTERM handler.
+    assert "Traceback" not in interrupt["output"] and "Stack trace" not in interrupt["output"] and "*** " not in interrupt["output"], interrupt["output"][-3000:]
     assert not interrupt["leaderboard"]  # no leaderboard from a part of the trials
 
 
@@ -160,7 +165,9 @@ def test_every_cell_has_all_its_seeds_and_predictions(resumed_smoke):
 def test_one_optuna_study_per_cell(resumed_smoke):
     import optuna
 
-    storage = f"sqlite:///{resumed_smoke['run_dir'] / 'optuna.db'}"
+    from sweeper.engine.search import JOURNAL_FILE, open_storage
+
+    storage = open_storage(str(resumed_smoke["run_dir"] / JOURNAL_FILE))
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     assert set(studies) == SMOKE_CELLS
     assert all(s.n_trials >= 1 for s in studies.values())

@@ -115,3 +115,21 @@ def test_markdown_shows_each_cells_paired_difference_from_the_top_cell(tmp_path)
     assert "| n_modalities | " + " | ".join(METRICS) + " | Δ vs #1 | p | n_seeds |" in text  # not taken for sweep axes
     assert "| 0.700 ± 0.010 [0.68, 0.72] | #1 |  | 3 |" in text
     assert "| -0.071 [-0.11, -0.03] | 0.002 | 3 |" in text
+
+
+def test_markdown_shows_adjusted_p_and_p_best_and_keeps_delong_out_of_the_axes(tmp_path):
+    comparison = {"vs_best_cell": "a", "vs_best_n_stays": 280, "vs_best_p_adjust": "holm", "auroc_delong_low": 0.7, "auroc_delong_high": 0.9}
+    rows = [
+        _row("ihm", "picme", "discharge", 0.74, vs_best=-0.0712, vs_best_ci_low=-0.11, vs_best_ci_high=-0.031, vs_best_p=0.002,
+             vs_best_p_adj=0.004, p_best=0.013, **comparison),
+        _row("ihm", "medfuse", "discharge+radiology", 0.812, vs_best=0.0, vs_best_ci_low=math.nan, vs_best_ci_high=math.nan,
+             vs_best_p=math.nan, vs_best_p_adj=math.nan, p_best=0.987, **comparison),
+    ]
+    write_leaderboard(rows, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| n_modalities | " + " | ".join(METRICS) + " | Δ vs #1 | p | p Holm | P(best) | n_seeds |" in text
+    assert "| #1 |  |  | 0.99 | 3 |" in text
+    assert "| -0.071 [-0.11, -0.03] | 0.002 | 0.004 | 0.01 | 3 |" in text
+    assert "family-wise error rate" in text and "P(best)" in text
+    read_back = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert {"vs_best_p", "vs_best_p_adj", "vs_best_p_adjust", "p_best", "auroc_delong_low"} <= set(read_back.columns)

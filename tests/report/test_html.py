@@ -33,7 +33,7 @@ def run_dir(tmp_path):
     """A finished run's folder as the engine leaves it: spec, run.json, leaderboard, one analysis."""
     run = tmp_path / "smoke" / "r1"
     run.mkdir(parents=True)
-    shutil.copyfile(REPO / "search_spaces" / "smoke.yaml", run / "spec.yaml")
+    shutil.copyfile(REPO / "sweeper" / "specs" / "smoke.yaml", run / "spec.yaml")
     (run / "run.json").write_text(json.dumps({"spec": "smoke", "profile": None, "started": "2026-11-21T10:00:00"}))
     rows, seeds = [], {}
     for task in ("ihm", "phenotyping"):
@@ -73,3 +73,38 @@ def test_report_command_rebuilds_it_without_ray_and_refuses_a_folder_without_lea
     assert bad.returncode != 0
     assert bad.stderr.strip().count("\n") == 0 and "leaderboard.csv" in bad.stderr
     assert list(empty.iterdir()) == []
+
+
+def test_report_and_leaderboard_show_what_each_modality_adds(tmp_path):
+    """The engine's contribution analyses (sweeper.engine.analyses) end up as a table at the end of
+    leaderboard.md and, per task, two more plots in report.html: contributions and metric by size."""
+    from sweeper.engine.analyses import contribution_analyses
+    from sweeper.plan.spec import Cell
+    from sweeper.report.analyses import markdown_summary
+
+    run = tmp_path / "smoke" / "r2"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"spec": "smoke", "profile": None, "started": "2026-12-03T10:00:00", "metric": "auroc"}))
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.3).astype(float)
+    ids = np.array([f"p{i:04d}" for i in range(200)])
+    signal = {"discharge": 1.5, "radiology": 0.5, "demographics": 0.0}
+    features = {m: s * labels + rng.normal(size=200) for m, s in signal.items()}
+    cells, per_cell, rows = [], {}, []
+    for subset in (("discharge",), ("radiology",), ("demographics",), ("discharge", "radiology"), ("discharge", "demographics"),
+                   ("radiology", "demographics"), ("discharge", "radiology", "demographics")):
+        cell = Cell("ihm", "medfuse", subset)
+        logit = sum(signal[m] * features[m] for m in subset)
+        per_cell[cell.cell_id] = [SeedPredictions(0, ids, labels, 1 / (1 + np.exp(-logit - rng.normal(0, 0.3, 200))))]
+        rows.append({**aggregate_cell(cell.row(), per_cell[cell.cell_id], n_resamples=50), "cell_id": cell.cell_id})
+        cells.append(cell)
+    write_leaderboard(rows, run)
+    analyses = contribution_analyses(cells, per_cell, "auroc", n_resamples=200)
+    assert [a.name for a in analyses] == ["modality_contributions", "metric_by_size"]
+    write_analyses(analyses, run)
+    table = pd.read_csv(run / "analyses" / "modality_contributions.csv")
+    assert table.sort_values("rank")["modality"].iloc[0] == "discharge"
+    summary = markdown_summary(run)
+    assert "What each modality adds" in summary and "| ihm | medfuse | +0." in summary
+    page = write_html_report(run).read_text()
+    assert len(re.findall(r'<img alt="plot" src="data:image/png;base64,', page)) == 3  # ranked, contributions, by size

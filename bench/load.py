@@ -162,7 +162,11 @@ def main() -> int:
     (root / "driver_rss.csv").write_text("seconds,rss_mib\n" + "".join(f"{t:.1f},{m:.1f}\n" for t, m in rss))
     # The slope over the tune phase (its trials, not the start-up imports or the outputs at the end),
     # per minute and per finished trial.
-    tune = next(t for t in timings if t["phase"] == "tune")
+    # The tune phase runs as waves of whole cells (tune, tune-2, ...; resources.trials_per_experiment):
+    # from the first wave's start to the last wave's end.
+    waves = [t for t in timings if t["phase"] == "tune" or t["phase"].startswith("tune-")]
+    tune = {"started": waves[0]["started"], "wall_s": waves[-1]["started"] + waves[-1]["wall_s"] - waves[0]["started"],
+            "trials": sum(t["trials"] for t in waves)}
     inside = (times >= tune["started"] - started) & (times <= tune["started"] - started + tune["wall_s"])
     slope = float(np.polyfit(times[inside] / 60, mem[inside], 1)[0]) if inside.sum() > 2 else float("nan")
     per_trial = slope * tune["wall_s"] / 60 / max(tune["trials"], 1)
@@ -173,7 +177,7 @@ def main() -> int:
     board = pd.read_csv(run_dir / "leaderboard.csv")
     print(f"{args.mode}: {root}")
     for phase, counts in phases.items():
-        planned = next((t["trials"] for t in timings if t["phase"] == phase), "?")
+        planned = tune["trials"] if phase == "tune" else next((t["trials"] for t in timings if t["phase"] == phase), "?")
         print(f"  {phase}: {len(counts['finished'])} trials finished of {planned} planned; lost {len(counts['asked'] - counts['finished'])}")
     print(f"  wall {wall:.0f} s; driver RSS peak {mem.max():.0f} MiB (at the tune phase's start {mem[inside][:5].mean():.0f} MiB, at its end "
           f"{mem[inside][-5:].mean():.0f} MiB); slope over the tune phase {slope:+.1f} MiB/min = {per_trial * 1024:+.0f} KiB per trial "

@@ -95,23 +95,32 @@ def gather_final(results, run_dir: Path, extra_sets=(), extras: dict | None = No
     return per_cell
 
 
-def write_tensorboard(results_by_phase: dict, rows: list[dict], run_dir: Path) -> None:
-    """Per-trial scalars of both phases, and an HParams summary of the final phase per cell."""
+def write_trial_scalars(phase: str, results, run_dir: Path) -> None:
+    """TensorBoard curves of each trial of ``results`` (a phase's, or a tune wave's) under
+    ``tensorboard/<phase>/<cell>/<trial>``."""
     from torch.utils.tensorboard import SummaryWriter
 
     root = run_dir / "tensorboard"
-    for phase, results in results_by_phase.items():
-        for result in results:
-            history = result.metrics_dataframe
-            config = trial_run(result.config or {})
-            if history is None or "epoch" not in history or not config.get("cell"):
-                continue
-            name = f"seed-{config['seed']}" if phase == "final" else Path(result.path).name
-            with SummaryWriter(str(root / phase / config["cell"] / name)) as writer:
-                for _, row in history.iterrows():
-                    for column in ("train_loss", "val_auroc", "val_auprc", "val_brier"):
-                        if column in row and row[column] == row[column]:
-                            writer.add_scalar(column, float(row[column]), int(row["epoch"]))
+    for result in results:
+        history = result.metrics_dataframe
+        config = trial_run(result.config or {})
+        if history is None or "epoch" not in history or not config.get("cell"):
+            continue
+        name = f"seed-{config['seed']}" if phase == "final" else Path(result.path).name
+        with SummaryWriter(str(root / phase / config["cell"] / name)) as writer:
+            for _, row in history.iterrows():
+                for column in ("train_loss", "val_auroc", "val_auprc", "val_brier"):
+                    if column in row and row[column] == row[column]:
+                        writer.add_scalar(column, float(row[column]), int(row["epoch"]))
+
+
+def write_tensorboard(final_results, rows: list[dict], run_dir: Path) -> None:
+    """The final phase's per-trial curves (the tune phase wrote its own, wave by wave), and an
+    HParams summary of the final phase per cell."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    write_trial_scalars("final", final_results, run_dir)
+    root = run_dir / "tensorboard"
     with SummaryWriter(str(root / "hparams")) as writer:
         for row in rows:
             hparams = {k: row[k] for k in ("task", "method", "subset", "n_modalities")}
@@ -121,7 +130,7 @@ def write_tensorboard(results_by_phase: dict, rows: list[dict], run_dir: Path) -
             writer.add_hparams(hparams, metrics, run_name=row["cell_id"])
 
 
-def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, tune_results=None, stays_dir: Path | None = None):
+def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, stays_dir: Path | None = None):
     protocols = {MISSING_PREFIX + name: p.model_dump() for name, p in spec.final.test_missing.items()}
     extra_sets, extras = [EXTERNAL_PREFIX + name for name in spec.data.external] + list(protocols), {}
     costs: dict[str, list[dict]] = {}
@@ -160,7 +169,6 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
         if summary:
             markdown = run_dir / "leaderboard.md"
             write_atomically(markdown, markdown.read_text() + "\n" + summary + "\n")
-    phases = {"final": final_results, **({"tune": tune_results} if tune_results is not None else {})}
-    write_tensorboard(phases, rows, run_dir)
+    write_tensorboard(final_results, rows, run_dir)
     write_html_report(run_dir, rank_by=spec.metric)
     return board

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from sweeper.errors import Interrupted, SweeperError
+from sweeper.engine.collect import write_trial_scalars
 from sweeper.engine.signals import StopOnSignal, signal_name
 from sweeper.engine.trial import grid_of, reuse_actors, trainable
 from sweeper.plan.spec import Cell, Spec
@@ -88,8 +89,35 @@ def _record_wall(run_dir: Path, phase: str, started: float, trials: int, interru
         handle.write(json.dumps(record) + "\n")
 
 
+def waves(cells: list[Cell], budgets: dict[str, int], limit: int) -> list[list[Cell]]:
+    """``cells`` in order, grouped into consecutive waves of whole cells whose trials add up to at
+    most ``limit`` (a cell with more trials than that is a wave of its own)."""
+    groups: list[list[Cell]] = []
+    total = 0
+    for cell in cells:
+        if groups and total + budgets[cell.cell_id] <= limit:
+            groups[-1].append(cell)
+            total += budgets[cell.cell_id]
+        else:
+            groups.append([cell])
+            total = budgets[cell.cell_id]
+    return groups
+
+
+def wave_name(index: int) -> str:
+    """The Tune experiment of the tune phase's wave ``index``: ``tune``, then ``tune-2``, ``tune-3``, ..."""
+    return "tune" if index == 0 else f"tune-{index + 1}"
+
+
 def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int, resume: bool, progress):
-    """Per cell: Optuna (TPE) proposes, ASHA stops early; returns each cell's best params and the results."""
+    """Per cell: Optuna (TPE) proposes, ASHA stops early; returns each cell's best params.
+
+    Each cell's search and early stopping are its own, so the cells can run in waves, one Tune
+    experiment each (``resources.trials_per_experiment``): Tune keeps every trial of an experiment
+    (its last result and running statistics of every reported number) until the experiment ends,
+    and a wave's trials are let go once its best configs and TensorBoard curves are written. This
+    is what keeps the driver's memory flat over a sweep of thousands of trials (bench/load.py).
+    """
     from ray import tune
 
     from sweeper.engine.search import CellScheduler, CellSearcher, run_storage
@@ -97,17 +125,35 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
     if spec.budgets.tune_trials == 0:
         progress.say("[tune] skipped (tune_trials: 0): every cell runs its default config")
         (run_dir / "best_configs.json").write_text(json.dumps({c.cell_id: {"params": {}} for c in cells}, indent=2, sort_keys=True))
-        return {c.cell_id: {} for c in cells}, None
+        return {c.cell_id: {} for c in cells}
     metric = objective(spec)
     spaces = {c.cell_id: {k: d.to_optuna() for k, d in spec.methods[c.method].search.items()} for c in cells}
     budgets = {c.cell_id: spec.budgets.tune_trials if spaces[c.cell_id] else 1 for c in cells}
-    searcher = CellSearcher(spaces, budgets, metric, MODE, storage=run_storage(run_dir), seed=spec.seed)
-    scheduler = CellScheduler(metric, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
     progress.start_phase("tune", total_trials=sum(budgets.values()), cells=budgets)
-    tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets.values()), max_concurrent_trials=slots, reuse_actors=reuse_actors(context)
+    best: dict[str, tuple[float, dict]] = {}
+    for index, wave in enumerate(waves(cells, budgets, spec.resources.trials_per_experiment)):
+        ids = [c.cell_id for c in wave]
+        searcher = CellSearcher({i: spaces[i] for i in ids}, {i: budgets[i] for i in ids}, metric, MODE, storage=run_storage(run_dir), seed=spec.seed)
+        scheduler = CellScheduler(metric, MODE, TIME_ATTR, spec.budgets.max_epochs, spec.budgets.grace_period, spec.budgets.reduction_factor)
+        tune_config = tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=sum(budgets[i] for i in ids), max_concurrent_trials=slots, reuse_actors=reuse_actors(context)
+        )
+        results = run_phase(wave_name(index), run_dir, trainable(context), tune_config, {}, [progress], resume, checkpoint_period(context))
+        best.update(best_of_wave(results, metric))
+        write_trial_scalars("tune", results, run_dir)
+        del results, searcher, scheduler
+    missing = [c.cell_id for c in cells if c.cell_id not in best]
+    if missing:
+        raise SweeperError(f"tune phase: no trial of cell {missing[0]!r} reported a result; see {run_dir / 'tune'} for the errors, then --resume")
+    best_params = {cell: params for cell, (_, params) in best.items()}
+    (run_dir / "best_configs.json").write_text(
+        json.dumps({cell: {metric: best[cell][0], "params": best_params[cell]} for cell in best}, indent=2, sort_keys=True)
     )
-    results = run_phase("tune", run_dir, trainable(context), tune_config, {}, [progress], resume, checkpoint_period(context))
+    return best_params
+
+
+def best_of_wave(results, metric: str) -> dict[str, tuple[float, dict]]:
+    """``{cell: (best validation score over its trials' epochs, that trial's params)}``."""
     best: dict[str, tuple[float, dict]] = {}
     for result in results:
         if result.metrics is None or result.config is None or "cell" not in result.config:
@@ -117,14 +163,7 @@ def tune_phase(spec: Spec, cells: list[Cell], context, run_dir: Path, slots: int
         score = float(history[metric].max()) if history is not None and metric in history else float("-inf")
         if cell not in best or score > best[cell][0]:
             best[cell] = (score, {k: v for k, v in result.config.items() if k != "cell"})
-    missing = [c.cell_id for c in cells if c.cell_id not in best]
-    if missing:
-        raise SweeperError(f"tune phase: no trial of cell {missing[0]!r} reported a result; see {run_dir / 'tune'} for the errors, then --resume")
-    best_params = {cell: params for cell, (_, params) in best.items()}
-    (run_dir / "best_configs.json").write_text(
-        json.dumps({cell: {metric: best[cell][0], "params": best_params[cell]} for cell in best}, indent=2, sort_keys=True)
-    )
-    return best_params, results
+    return best
 
 
 def final_phase(spec: Spec, cells: list[Cell], best: dict[str, dict], context, run_dir: Path, slots: int, resume: bool, progress):

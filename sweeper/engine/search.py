@@ -1,6 +1,7 @@
 """Search and early stopping scoped to a cell, inside one Tune experiment.
 
-One Tuner runs every cell's trials so that no slot idles while a cell finishes; ``CellSearcher``
+One Tuner runs every cell's trials (of a wave: ``resources.trials_per_experiment``, ``phases.waves``)
+so that no slot idles while a cell finishes; ``CellSearcher``
 gives each cell its own Optuna study (TPE, seeded, in the run's Optuna journal file)
 and ``CellScheduler`` its own ASHA, so a trial is only ever compared with trials of its cell.
 """

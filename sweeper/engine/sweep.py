@@ -80,9 +80,9 @@ def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions, 
         cache_root = Path(options.results).absolute() / ".cache" / "embeddings"
         context = dataclasses.replace(context, features=text_features(cells, context.base_configs, stays, cache_root, progress, run_dir))
         context = run_stages(spec, cells, context, run_dir, slots, options.resume, progress)
-        best, tune_results = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
+        best = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
         results = final_phase(spec, cells, best, context, run_dir, slots, options.resume, progress)
-        write_outputs(spec, cells, best, results, run_dir, tune_results=tune_results, stays_dir=stays)
+        write_outputs(spec, cells, best, results, run_dir, stays_dir=stays)
     progress.say(f"done in {time.perf_counter() - started:.0f} s → {run_dir / 'leaderboard.csv'}")
     return run_dir
 

@@ -180,6 +180,13 @@ class Resources(_Strict):
         "Tune trial actor, reused across trials (no Train start-up); auto: inline on a local Ray started by sweeper, "
         "train on a cluster (--address) or with workers_per_trial > 1",
     )
+    trials_per_experiment: int = Field(
+        500,
+        ge=1,
+        description="tune-phase trials per Tune experiment: a tune phase with more runs as several experiments (tune, "
+        "tune-2, ...), whole cells each, one after the other, so the driver holds at most this many trials' state "
+        "(Tune keeps every trial of an experiment in memory until it ends)",
+    )
 
     @model_validator(mode="after")
     def _fractional(self):

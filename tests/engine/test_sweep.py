@@ -162,6 +162,21 @@ def test_every_cell_has_all_its_seeds_and_predictions(resumed_smoke):
         assert list(table.columns) == ["stay_id", "label", "score"] and len(table) > 10
 
 
+def test_the_inline_profile_tuned_in_waves_of_whole_cells(resumed_smoke):
+    """The inline profile caps a tune experiment at 2 trials: two experiments, one cell each, both
+    stopped or killed and resumed on the way, every trial of a cell in its wave's folder."""
+    if resumed_smoke["runtime"] != "inline":
+        pytest.skip("the train profile runs its tune phase as one experiment")
+    cells = {}
+    for wave in ("tune", "tune-2"):
+        configs = [json.loads(line)["config"] for f in (resumed_smoke["run_dir"] / wave).glob("*/result.json")
+                   for line in f.read_text().splitlines()[:1] if line.strip()]
+        assert len(configs) == 2, wave
+        cells[wave] = {c["cell"] for c in configs}
+    assert all(len(c) == 1 for c in cells.values()) and cells["tune"] | cells["tune-2"] == SMOKE_CELLS
+    assert not (resumed_smoke["run_dir"] / "tune-3").exists()
+
+
 def test_one_optuna_study_per_cell(resumed_smoke):
     import optuna
 

@@ -84,6 +84,10 @@ class Trainable:
     analyses: Callable[..., list] | None = None
     """``analyses(table) -> [Analysis]``: the run's ``summaries`` of this method's cells (columns
     cell_id, task, method, subset, name, value = mean over seeds, n_seeds) as tables for ``analyses/``."""
+    prepare: Callable[..., Any] | None = None
+    """``prepare(config, data) -> {key: value}`` before the model is built, from the collated
+    ``train`` and ``val`` splits only (the test split is never handed over); the values join the
+    trial's config (MedMIX's best single expert, chosen by a probe scored on validation)."""
     frozen: bool = False
     """Reads the ``needs`` stage's frozen per-modality embeddings in place of its raw inputs."""
     needs: str | None = None

@@ -19,6 +19,10 @@ extractors that MedMIX reads at training time only.
 | timeseries | ``gru`` | a GRU over the hourly bins, randomly initialised with a fixed seed and frozen | random |
 | demographics | ``tabular`` | the ``tensors`` encoding: z-scored numerics, missing flags, one-hots | handcrafted |
 
+A teacher probe (``teacher_probe: true``, the paper's "-Large" rows) is the one config where a
+teacher is a model input, under its own key (``teacher-probe:<modality>:<name>``): the row
+evaluates the teacher itself. Everywhere else a teacher is handed over as ``teacher:`` only.
+
 Notes experts apply to ``discharge`` and ``radiology`` alike. Fitted parts (idf, SVD) see the
 training split's notes only, never a label. The extractors themselves are in
 ``sweeper.encode.extractors``.
@@ -136,9 +140,14 @@ def expert_embeddings(
     return cached_embeddings(stays_dir, modality, identity, {"expert": name, **full}, compute, cache_root, what="stays")
 
 
-def feature_key(modality: str, name: str, teacher: bool = False) -> str:
-    """How an expert's matrix is named among a trial's precomputed features."""
-    return f"{'teacher' if teacher else 'expert'}:{modality}:{name}"
+PROBE = "teacher-probe"
+
+
+def feature_key(modality: str, name: str, teacher: bool = False, probe: bool = False) -> str:
+    """How an expert's matrix is named among a trial's precomputed features: ``expert:`` (a
+    deployed expert), ``teacher:`` (read in training only) or ``teacher-probe:`` (a teacher that is
+    the model's input: the teacher probe)."""
+    return f"{PROBE if probe else 'teacher' if teacher else 'expert'}:{modality}:{name}"
 
 
 def chosen_experts(config: dict, modality: str) -> tuple[list[str], str | None]:
@@ -163,14 +172,27 @@ def chosen_experts(config: dict, modality: str) -> tuple[list[str], str | None]:
 
 def cell_experts(config: dict, modalities) -> list[tuple[str, str, str, dict]]:
     """(feature key, modality, expert, its options) of every expert and teacher a cell reads;
-    ``expert_options``: {expert: {option: value}} (e.g. a smaller ``image_size``)."""
+    ``expert_options``: {expert: {option: value}} (e.g. a smaller ``image_size``).
+
+    ``teacher_probe: true``: the teachers named for the subset's modalities, as the inputs
+    (``teacher-probe:`` keys) and nothing else; the modalities without a teacher are not read."""
     options = config.get("expert_options") or {}
     out = []
-    for modality in modalities:
-        names, teacher = chosen_experts(config, modality)
-        out += [(feature_key(modality, n), modality, n, dict(options.get(n) or {})) for n in names]
-        if teacher is not None:
-            out.append((feature_key(modality, teacher, True), modality, teacher, dict(options.get(teacher) or {})))
+    if config.get("teacher_probe"):
+        for modality in modalities:
+            teacher = (config.get("teachers") or {}).get(modality)
+            if teacher is not None:
+                if not expert(modality, teacher).teacher:
+                    raise StaysError(f"teachers.{modality}: {teacher!r} is a deployed expert, not a teacher; use one of {', '.join(experts_for(modality, True))}")
+                out.append((feature_key(modality, teacher, probe=True), modality, teacher, dict(options.get(teacher) or {})))
+        if not out:
+            raise StaysError(f"teacher_probe: no modality of {'+'.join(modalities)} has a teacher under teachers; name one (e.g. teachers: {{cxr: effnet_lite2}})")
+    else:
+        for modality in modalities:
+            names, teacher = chosen_experts(config, modality)
+            out += [(feature_key(modality, n), modality, n, dict(options.get(n) or {})) for n in names]
+            if teacher is not None:
+                out.append((feature_key(modality, teacher, True), modality, teacher, dict(options.get(teacher) or {})))
     for _, modality, name, chosen in out:
         expert_id(modality, name, chosen)  # unknown options fail here, before anything runs
     return out

@@ -242,6 +242,8 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
     from sweeper.loop.extra_sets import score_extra_sets
 
     seed, final = int(config["seed"]), bool(config.get("final", False))
+    if trainable.prepare is not None:  # from train and val only: the test split is never handed over
+        config = {**config, **trainable.prepare(config, {split: data[split] for split in ("train", "val")})}
     model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
     optimizer = trainable.optimizer(model, config)
     warmup = int(config.get("warmup_steps", 0) or 0)

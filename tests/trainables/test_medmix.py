@@ -120,12 +120,12 @@ def _one_informative_two_noise(stays, cache) -> dict:
     return features
 
 
-def _run(stays, features, session_class, fusion: str, seed: int = 0) -> dict:
+def _run(stays, features, session_class, fusion: str, seed: int = 0, **overrides) -> dict:
     config = {
         "method": "medmix", "task": "ihm", "modalities": ["timeseries"], "seed": seed, "final": True, "max_epochs": 15, "patience": 15,
         "manifest": read_manifest(stays), "features": features, "d": 32, "adapter_dim": 32, "dropout": 0.1, "fusion": fusion,
         "router": "learned", "distill_weight": 0.0, "lr": 3e-3, "router_lr_ratio": 1.0, "weight_decay": 1e-4, "batch_size": 64,
-        "warmup_steps": 10, "grad_clip": 1.0,
+        "warmup_steps": 10, "grad_clip": 1.0, **overrides,
     }
     session = session_class(stays)
     run_training(config, session)
@@ -216,3 +216,88 @@ def test_medmix_on_real_experts_with_a_teacher_learns_and_exports_no_teacher_par
     assert exported and not any(k.startswith("teacher_proj.") for k in exported)
     assert sum(final[f"summary:beta|{m}|all"] for m in experts) == pytest.approx(1.0, abs=1e-5)  # every stay has a modality
     assert sum(final[f"summary:alpha|timeseries|{e}|all"] for e in ("stats", "gru")) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_best_single_expert_is_chosen_on_validation_and_trained_alone(series_stays, in_memory_session, tmp_path):
+    """``single_expert: best``: a probe per expert, fitted on train and scored on validation, keeps
+    the informative one; the test labels play no part (reversed, the run is the same and its test
+    AUROC is exactly 1 − the original's), the validation labels decide (reversed, a noise expert wins)."""
+    import pyarrow.compute as pc
+
+    from sweeper.data.loading import StaysCollate, collate_all
+    from trainables import registry
+    from trainables.medmix.probe import prepare
+
+    experts = ("stats", "noise1", "noise2")
+    features = _one_informative_two_noise(series_stays, tmp_path)
+    best = _run(series_stays, features, in_memory_session, "medmix", single_expert="best")
+    assert {e: best[f"summary:chosen|timeseries|{e}"] for e in experts} == {"stats": 1.0, "noise1": 0.0, "noise2": 0.0}
+    probe = {e: best[f"summary:probe|timeseries|{e}|auroc"] for e in experts}
+    # Measured: stats 0.958, noise 0.529 and 0.487. A noise expert's AUROC is 0.5 up to sampling noise
+    # (~0.06 on the ~90 validation stays), so 0.75 and 0.65 leave wide margins either way.
+    assert probe["stats"] > 0.75 and max(probe["noise1"], probe["noise2"]) < 0.65, probe
+    assert best["summary:alpha|timeseries|stats|all"] == 1.0  # the model holds the chosen expert alone
+    assert not any(k.startswith(("summary:alpha|timeseries|noise1", "summary:alpha|timeseries|noise2")) for k in best)
+    assert best["test_auroc"] > 0.6, best["test_auroc"]  # a constant score has AUROC 0.5 (measured 0.687)
+
+    class ReversedTestLabels(in_memory_session):
+        def __init__(self, stays_dir):
+            super().__init__(stays_dir)
+            table = self.tables["test"]
+            self.tables["test"] = table.set_column(table.schema.get_field_index("label_ihm"), "label_ihm", pc.cast(pc.subtract(1.0, table["label_ihm"]), table["label_ihm"].type))
+
+    reversed_test = _run(series_stays, features, ReversedTestLabels, "medmix", single_expert="best")
+    assert {k: v for k, v in reversed_test.items() if k.startswith("summary:probe|") or k.startswith("summary:chosen|")} == {
+        k: v for k, v in best.items() if k.startswith("summary:probe|") or k.startswith("summary:chosen|")}
+    assert reversed_test["test_auroc"] == pytest.approx(1.0 - best["test_auroc"], abs=1e-9)  # the same model, scored on reversed labels
+
+    registry.get("medmix")  # registers the medmix.experts input kind
+    collate = StaysCollate(read_manifest(series_stays), ["timeseries"], "ihm", inputs="medmix.experts", features=features)
+    session = in_memory_session(series_stays)
+    data = {split: collate_all(session.dataset(split).iter_batches(batch_size=1024, batch_format="numpy"), collate) for split in ("train", "val")}
+    config = {"single_expert": "best", "modalities": ["timeseries"], "select_metric": "auroc"}
+    assert prepare(config, data)["chosen_experts"] == {"timeseries": "stats"}
+    data["val"] = {**data["val"], "label": 1.0 - data["val"]["label"]}
+    flipped = prepare(config, data)
+    assert flipped["expert_probe"]["timeseries"]["stats"] == pytest.approx(1.0 - probe["stats"])
+    assert flipped["chosen_experts"]["timeseries"] in ("noise1", "noise2")
+
+
+def test_teacher_probe_reads_the_teacher_alone_and_beats_a_constant(series_stays, in_memory_session, tmp_path, monkeypatch):
+    """``teacher_probe: true`` (the "-Large" rows): the teacher is the model's only input, under its
+    own key; the other rows get the same teacher as a training-time ``teacher:`` feature only. A
+    wider random GRU stands in for a time-series teacher (the registered teachers read notes and
+    images, too slow for a unit test)."""
+    from sweeper.encode import experts as registry_of_experts
+    from sweeper.encode import extractors
+
+    teacher = registry_of_experts.Expert("gru_large", "timeseries", "random", {"hidden": 96, "seed": 1}, extractors.random_gru, teacher=True)
+    monkeypatch.setitem(registry_of_experts.EXPERTS, "gru_large", teacher)
+    modalities = ["cxr", "timeseries"]
+    config = {"teacher_probe": True, "teachers": {"timeseries": "gru_large"}}
+    assert [k for k, *_ in registry_of_experts.cell_experts(config, modalities)] == ["teacher-probe:timeseries:gru_large"]
+    normal = {"experts": {"cxr": ["cnn"], "timeseries": ["stats"]}, "teachers": {"timeseries": "gru_large"}}
+    assert [k for k, *_ in registry_of_experts.cell_experts(normal, modalities)] == ["expert:cxr:cnn", "expert:timeseries:stats", "teacher:timeseries:gru_large"]
+    features = registry_of_experts.cell_expert_features(series_stays, config, modalities, tmp_path)
+    probe = _run(series_stays, features, in_memory_session, "medmix", modalities=modalities, teacher_probe=True)
+    assert probe["test_auroc"] > 0.65, probe["test_auroc"]  # a constant score has AUROC 0.5 (measured 0.725; 0.789, 0.752 on seeds 1, 2)
+    assert probe["summary:alpha|timeseries|gru_large|all"] == 1.0  # the teacher alone ...
+    assert not any(k.startswith("summary:alpha|cxr") for k in probe)  # ... and no other modality
+
+
+def test_teacher_probe_model_maps_its_modalities_to_their_presence_columns():
+    """A probe of the cxr teacher inside a cxr+demographics cell reads present[:, 0] for cxr, and a
+    stay without cxr scores the learned constant."""
+    torch.manual_seed(0)
+    shapes = {"experts": {"cxr": {"big": 7}}, "teachers": {}, "columns": {"cxr": 0}}
+    model = MedMIX({"d": 8, "adapter_dim": 4, "dropout": 0.0, "teacher_probe": True}, shapes, 1).eval()
+    with torch.no_grad():
+        model.absent.fill_(0.25)
+    batch = {"x:cxr:big": torch.randn(3, 7), "present": torch.tensor([[True, True], [False, True], [True, True]])}
+    with torch.no_grad():
+        out = model(batch)
+    assert float(out["logits"][1, 0]) == pytest.approx(0.25) and out["beta"][1, 0] == 0 and out["beta"][0, 0] == 1
+    assert float(out["logits"][0, 0]) != pytest.approx(0.25)
+    assert _model().absent is None  # the deployed rows have no such constant
+    with pytest.raises(ValueError, match="single_expert: best needs chosen_experts"):
+        _model(single_expert="best")

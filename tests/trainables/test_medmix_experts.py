@@ -110,6 +110,10 @@ def test_the_engine_computes_each_expert_once_for_every_cell_that_reads_it(small
     configs = {c.cell_id: {**trial_config(spec, c, {}), "experts": experts, "teachers": {"timeseries": None},
                            "expert_options": {"effnet_lite0": {"image_size": 32}}} for c in cells}
     configs[cells[0].cell_id]["experts"] = {**experts, "cxr": ["cnn"], "timeseries": ["stats"]}
+    probes = [c for c in cells if configs[c.cell_id].get("teacher_probe")]
+    assert sorted(c.method for c in probes) == ["medmix:teacher-probe-cxr", "medmix:teacher-probe-notes"]
+    for cell in probes:  # the registered text teacher is too slow here: both probe the image teacher, small
+        configs[cell.cell_id].update(teachers={"cxr": "effnet_lite2"}, expert_options={"effnet_lite2": {"image_size": 32}})
 
     class Quiet:
         def say(self, line):
@@ -123,9 +127,13 @@ def test_the_engine_computes_each_expert_once_for_every_cell_that_reads_it(small
     drop_handcrafted = next(c for c in cells if c.method == "medmix:no-handcrafted")  # notes and descriptors have no other family
     assert set(features[drop_handcrafted.cell_id]) == {
         "expert:discharge:tfidf", "expert:discharge:lsa", "expert:cxr:cnn", "expert:cxr:effnet_lite0", "expert:timeseries:gru", "expert:demographics:tabular"}
+    for cell in probes:  # the teacher is the probe's only input, under its own key; no deployed expert
+        assert set(features[cell.cell_id]) == {"teacher-probe:cxr:effnet_lite2"}
+    for cell in set(cells) - set(probes):  # every other row: deployed experts only (their teachers were switched off here)
+        assert all(key.startswith("expert:") for key in features[cell.cell_id]), cell.method
     record = json.loads((tmp_path / "embeddings.json").read_text())
-    assert sorted((r["modality"], r["encoder"]) for r in record) == sorted(  # once each, for 11 cells
-        (m, n) for m, names in experts.items() for n in names if m in ("discharge", "cxr", "timeseries", "demographics"))
+    assert sorted((r["modality"], r["encoder"]) for r in record) == sorted(  # once each, for 13 cells
+        [(m, n) for m, names in experts.items() for n in names if m in ("discharge", "cxr", "timeseries", "demographics")] + [("cxr", "effnet_lite2")])
     assert features[cells[0].cell_id]["expert:timeseries:stats"] is features[cells[1].cell_id]["expert:timeseries:stats"]
 
 

@@ -5,8 +5,11 @@ Reads the ``medmix.experts`` input kind: per modality of the subset, the cached 
 expert the config names (``sweeper.encode.experts``: run once per stay, expert, config and data,
 before the tune phase, and shared by every trial), plus the modality's teacher where one is named.
 The fusion baselines (``fusion``: mean, concat, max, attention) and the ablations (``router:
-uniform``, ``distill_weight: 0``, one expert per modality, ``drop_family``) are configs of the same
-trainable, so a spec lists them as variants (``medmix:mean`` ...), each its own leaderboard row.
+uniform``, ``distill_weight: 0``, ``single_expert: best`` — the expert per modality whose probe
+scores best on validation, ``trainables.medmix.probe`` — and ``drop_family``) are configs of the
+same trainable, so a spec lists them as variants (``medmix:mean`` ...), each its own leaderboard
+row. So is the teacher probe (``teacher_probe: true``, the paper's "-Large" rows): the one variant
+whose inputs are teachers, named ``teacher-probe:`` apart from the deployed experts.
 
 Choices left open by the paper (its Eqs. 1–4 and optimiser values were lost in extraction):
 the adapter bottleneck (``adapter_dim``), the router learning rate as a ratio of ``lr``
@@ -19,18 +22,25 @@ from __future__ import annotations
 import numpy as np
 
 from sweeper.data.inputs import InputKind, register_input_kind
+from sweeper.encode.experts import PROBE
 from trainables.medmix.analyses import router_analyses, router_summaries
 from trainables.medmix.model import MedMIX
+from trainables.medmix.probe import prepare
 from trainables.registry import Trainable, register
 
 
 def _keys(collate):
     """Per modality of the subset: its experts' feature keys and its teacher's (only those the
-    collate was handed: the engine computes exactly what the config names)."""
+    collate was handed: the engine computes exactly what the config names). A teacher probe's
+    cell is handed ``teacher-probe:`` keys only: those are its inputs, it has no teacher to distil
+    from, and the modalities without one are not read."""
     out = {}
+    probe = any(k.startswith(f"{PROBE}:") for k in collate.features)
     for m in collate.modalities:
-        students = [k for k in collate.features if k.startswith(f"expert:{m}:")]
-        teachers = [k for k in collate.features if k.startswith(f"teacher:{m}:")]
+        students = [k for k in collate.features if k.startswith(f"{PROBE if probe else 'expert'}:{m}:")]
+        teachers = [] if probe else [k for k in collate.features if k.startswith(f"teacher:{m}:")]
+        if probe and not students:
+            continue
         if not students:
             from sweeper.data.schema import StaysError
 
@@ -44,6 +54,7 @@ def _shapes(collate) -> dict:
     return {
         "experts": {m: {k.split(":", 2)[2]: collate.features[k][1].shape[1] for k in students} for m, (students, _) in keys.items()},
         "teachers": {m: collate.features[t][1].shape[1] for m, (_, t) in keys.items() if t is not None},
+        "columns": {m: collate.modalities.index(m) for m in keys},
     }
 
 
@@ -90,7 +101,7 @@ register(Trainable(
     build_model=MedMIX,
     defaults={
         "d": 64, "adapter_dim": 64, "dropout": 0.1, "fusion": "medmix", "router": "learned",
-        "experts": {}, "teachers": {}, "distill_weight": 0.5, "rkd_weight": 1.0, "distill_ramp_epochs": 5,
+        "experts": {}, "teachers": {}, "single_expert": "none", "probe_c": 0.1, "teacher_probe": False, "distill_weight": 0.5, "rkd_weight": 1.0, "distill_ramp_epochs": 5,
         "lr": 1e-3, "router_lr_ratio": 0.1, "weight_decay": 1e-4, "batch_size": 64, "warmup_steps": 20, "grad_clip": 1.0,
     },
     paper="MedMIX (seed paper 002): mixture of frozen experts per modality, router, masked fusion, distillation",
@@ -99,6 +110,7 @@ register(Trainable(
     select="loss",
     on_epoch_start=_on_epoch_start,
     export=_export,
+    prepare=prepare,
     summaries=router_summaries,
     analyses=router_analyses,
 ))

@@ -62,8 +62,11 @@ def cosine_loss(student: torch.Tensor, projected_teacher: torch.Tensor) -> torch
 class MedMIX(nn.Module):
     """``config``: ``d``, ``adapter_dim``, ``dropout``, ``fusion`` (``medmix`` or a baseline),
     ``router`` (``learned`` | ``uniform``), ``distill_weight`` (λ_max), ``rkd_weight``,
-    ``distill_ramp_epochs``. ``shapes``: the ``medmix.experts`` input kind's (experts and teachers
-    per modality)."""
+    ``distill_ramp_epochs``; ``single_expert: best`` with the ``chosen_experts`` its validation
+    probe picked (``trainables.medmix.probe``); ``teacher_probe`` (the "-Large" rows: the inputs are
+    teachers, and a stay without any probed modality gets a learned constant). ``shapes``: the
+    ``medmix.experts`` input kind's (experts and teachers per modality, and each modality's column
+    of ``present``)."""
 
     def __init__(self, config: dict, shapes: dict, n_outputs: int):
         super().__init__()
@@ -73,12 +76,24 @@ class MedMIX(nn.Module):
             raise ValueError(f"fusion {self.fusion!r}: unknown; use one of {', '.join(FUSIONS)}")
         if self.router_kind not in ("learned", "uniform"):
             raise ValueError(f"router {self.router_kind!r}: use learned or uniform")
-        self.experts: dict[str, list[str]] = {m: list(e) for m, e in shapes["experts"].items()}
+        experts = shapes["experts"]
+        # The validation probe's scores, for the summaries only (forward never reads them).
+        self.probe_scores, self.probe_metric = config.get("expert_probe") or {}, str(config.get("expert_probe_metric", "auroc"))
+        if config.get("single_expert") not in (None, False, "none", ""):
+            chosen = config.get("chosen_experts")
+            if chosen is None:
+                raise ValueError("single_expert: best needs chosen_experts, which the trainable's prepare (a probe scored on validation) sets")
+            experts = {m: {e: dim for e, dim in by_name.items() if e == chosen.get(m, e)} for m, by_name in experts.items()}
+        self.experts: dict[str, list[str]] = {m: list(e) for m, e in experts.items()}
         self.modalities = list(self.experts)
+        self.columns = dict(shapes.get("columns") or {m: j for j, m in enumerate(self.modalities)})  # m -> its column of present
         self.branches = nn.ModuleDict({
-            m: nn.ModuleDict({e: ExpertBranch(dim, d, int(config.get("adapter_dim", 64)), dropout) for e, dim in experts.items()})
-            for m, experts in shapes["experts"].items()
+            m: nn.ModuleDict({e: ExpertBranch(dim, d, int(config.get("adapter_dim", 64)), dropout) for e, dim in by_name.items()})
+            for m, by_name in experts.items()
         })
+        # The "-Large" probe reads only the modalities that have a teacher: a stay with none of them
+        # gets this learned constant instead of a fixed 0 logit.
+        self.absent = nn.Parameter(torch.zeros(n_outputs)) if config.get("teacher_probe") else None
         self.distill_weight = float(config.get("distill_weight", 0.0))
         self.rkd_weight, self.ramp = float(config.get("rkd_weight", 1.0)), int(config.get("distill_ramp_epochs", 5))
         self.epoch = 0
@@ -102,7 +117,7 @@ class MedMIX(nn.Module):
 
     def experts_of(self, batch: dict, m: str) -> tuple[torch.Tensor, torch.Tensor]:
         """u [N, E, d] (zeros for a missing expert) and which experts each stay has [N, E]."""
-        present = batch["present"][:, self.modalities.index(m)].bool()
+        present = batch["present"][:, self.columns[m]].bool()
         available = batch.get(f"avail:{m}")
         available = present.unsqueeze(1).expand(-1, len(self.experts[m])) if available is None else available.bool() & present.unsqueeze(1)
         u = torch.stack([self.branches[m][e](batch[f"x:{m}:{e}"]) for e in self.experts[m]], dim=1)
@@ -126,7 +141,10 @@ class MedMIX(nn.Module):
         has = torch.stack([routed["alpha"][m].sum(dim=1) > 0 for m in self.modalities], dim=1)
         beta = masked_softmax(self.scorer(z).squeeze(-1), has)
         logits = torch.stack([self.heads[m](routed["z"][m]) for m in self.modalities], dim=1)
-        out = {"logits": (beta.unsqueeze(-1) * logits).sum(dim=1), "alpha": routed["alpha"], "beta": beta}
+        fused = (beta.unsqueeze(-1) * logits).sum(dim=1)
+        if self.absent is not None:  # Σβ is 1 for a stay with a probed modality, 0 for one without
+            fused = fused + (1.0 - beta.sum(dim=1, keepdim=True)) * self.absent
+        out = {"logits": fused, "alpha": routed["alpha"], "beta": beta}
         if self.training and self.teacher_proj:  # teachers are read in training only
             weight = self.distill_weight * min(1.0, self.epoch / max(self.ramp, 1))
             if weight > 0:
@@ -160,4 +178,7 @@ class MedMIX(nn.Module):
             weights = available.float() / available.float().sum(dim=1, keepdim=True).clamp(min=1.0)
         else:  # attention: one learned query over the expert tokens
             weights = masked_softmax(u @ self.query / u.shape[-1] ** 0.5, available)
-        return self.head((weights.unsqueeze(-1) * u).sum(dim=1))
+        logits = self.head((weights.unsqueeze(-1) * u).sum(dim=1))
+        if self.absent is not None:
+            logits = logits + (~available.any(dim=1, keepdim=True)).to(logits.dtype) * self.absent
+        return logits

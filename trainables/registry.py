@@ -20,13 +20,20 @@ ENTRY_POINT_GROUP = "sweeper.trainables"
 
 
 def task_loss(task: str, train_labels):
-    """Default loss per task: weighted BCE (pos_weight = n_neg / n_pos over the training labels) for
-    ihm, plain BCE over the 25 labels for phenotyping."""
+    """Default loss per task: weighted BCE (pos_weight = n_neg / n_pos over the known training labels)
+    for ihm and los_gt_7d (whose unknown labels it leaves out), plain BCE over the 25 labels for
+    phenotyping, MSE on log1p(hours) for los (the model's output is its prediction of log1p(hours))."""
     import torch
 
-    if task == "ihm":
-        positives = train_labels.sum().clamp(min=1.0)
-        return torch.nn.BCEWithLogitsLoss(pos_weight=(len(train_labels) - positives) / positives)
+    from trainables.task_losses import KnownTargetsLoss
+
+    if task == "los":
+        return KnownTargetsLoss(torch.nn.MSELoss())
+    if task in ("ihm", "los_gt_7d"):
+        known = train_labels[~torch.isnan(train_labels)]
+        positives = known.sum().clamp(min=1.0)
+        weighted = torch.nn.BCEWithLogitsLoss(pos_weight=(len(known) - positives) / positives)
+        return weighted if task == "ihm" else KnownTargetsLoss(weighted)
     return torch.nn.BCEWithLogitsLoss()
 
 

@@ -36,10 +36,12 @@ from sweeper.data.schema import (
     read_manifest,
 )
 from sweeper.data.inputs import input_kind
-from sweeper.data.multitask import MULTITASK, label_names, multitask_labels, task_columns
+from sweeper.data.multitask import MULTITASK, label_names, los_over_7d, multitask_labels, task_columns
 from sweeper.data.stays import check_shard_schema, shard_paths
 
 TEXT_FEATURES = 2**12
+UNKNOWN_ALLOWED = (MULTITASK, "los_gt_7d")
+"""Tasks whose label may be unknown for a stay (NaN: left out of the loss and the metrics)."""
 TEXT_MODALITIES = ("discharge", "radiology")
 
 
@@ -49,7 +51,7 @@ def needed_columns(manifest: Manifest, modalities, tasks) -> list[str]:
     cols = ["stay_id"] + [c for t in tasks for c in task_columns(manifest, check_task(t))]
     for modality in modalities:
         cols += modality_columns(manifest, modality)
-    return cols
+    return list(dict.fromkeys(cols))  # los and los_gt_7d (or ihm and multitask) share a label column
 
 
 def check_subset(manifest: Manifest, modalities, where: str = "modality subset") -> tuple[str, ...]:
@@ -65,7 +67,7 @@ def check_subset(manifest: Manifest, modalities, where: str = "modality subset")
 def check_labels(stays_dir: str | Path, split: str, task: str, manifest: Manifest | None = None) -> None:
     """Fail naming the shard and field when a stay of ``split`` lacks the ``task`` label."""
     manifest = manifest or read_manifest(stays_dir)
-    if check_task(task) == MULTITASK:  # unknown labels are allowed: the loss and metrics leave them out
+    if check_task(task) in UNKNOWN_ALLOWED:  # unknown labels are allowed: the loss and metrics leave them out
         for path in shard_paths(stays_dir, manifest, split):
             check_shard_schema(path, manifest, task_columns(manifest, task))
         return
@@ -115,7 +117,7 @@ class StaysCollate:
     """Numpy batch (from ``iter_batches(batch_format="numpy")``) → dict of torch tensors.
 
     Keys: ``stay_id`` (numpy str array), ``label`` (float [N] for ihm, [N, 25] for phenotyping,
-    log1p hours [N] for los), ``present`` (bool [N, |subset|], subset in canonical order) and one
+    log1p hours [N] for los, 0/1/NaN [N] for los_gt_7d), ``present`` (bool [N, |subset|], subset in canonical order) and one
     entry per modality: ``discharge``/``radiology`` hashed bag-of-words [N, TEXT_FEATURES];
     ``cxr`` latest image [N, 1, S, S] in [0, 1]; ``timeseries`` [N, hours, 2·features] (z-scored
     values, carried forward then zero-filled, beside the observation mask); ``demographics``
@@ -209,6 +211,10 @@ class StaysCollate:
     def _labels(self, labels: np.ndarray) -> np.ndarray:
         if self.task == "phenotyping":
             return np.stack([np.asarray(row, dtype=np.float32) for row in labels]).astype(np.float32)
+        if self.task == "los_gt_7d":
+            return los_over_7d(labels)
+        if self.task == "los":  # the regression target: log1p(hours)
+            return np.log1p(np.array(labels, dtype=np.float32))
         return np.array(labels, dtype=np.float32)  # a writable copy: torch shares its memory
 
     def _lookup(self, stay_ids: np.ndarray, modality: str, rows: np.ndarray) -> np.ndarray:

@@ -52,8 +52,7 @@ def multitask_labels(batch: dict, manifest: Manifest, hidden: float = 0.0, seed:
     n = len(batch["stay_id"])
     out = np.full((n, len(label_names(manifest))), np.nan, np.float32)
     out[:, 0] = _floats(batch["label_ihm"])
-    los = _floats(batch["label_los_hours"])
-    out[:, 1] = np.where(np.isnan(los), np.nan, (los > LOS_THRESHOLD_HOURS).astype(np.float32))
+    out[:, 1] = los_over_7d(batch["label_los_hours"])
     if manifest.phenotypes:
         width = len(manifest.phenotypes)
         for i, row in enumerate(batch["label_phenotypes"]):
@@ -64,6 +63,13 @@ def multitask_labels(batch: dict, manifest: Manifest, hidden: float = 0.0, seed:
         raise StaysError("multitask labels: label_ihm and label_phenotypes must be 0, 1 or null")
     out[hidden_entries(np.asarray(batch["stay_id"]).astype(str), out.shape[1], hidden, seed)] = np.nan
     return out
+
+
+def los_over_7d(hours) -> np.ndarray:
+    """``[N]`` float32: 1 where the length of stay exceeds 7 days (168 h), 0 where it does not, NaN
+    where it is unknown (null or NaN): the ``los_gt_7d`` label, alone or as a multitask column."""
+    hours = _floats(hours)
+    return np.where(np.isnan(hours), np.nan, (hours > LOS_THRESHOLD_HOURS).astype(np.float32)).astype(np.float32)
 
 
 def _floats(values) -> np.ndarray:

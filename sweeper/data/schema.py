@@ -77,12 +77,12 @@ PHENOTYPE_GROUPS: dict[str, str] = {
     for name in (PHENOTYPES[i] for i in names)
 }
 
-# Task name -> label column. The engine's tasks are these and nothing else.
+# Task name -> label column: the engine's tasks (and ``multitask``, sweeper.data.multitask). ``los``: a
+# regression on log1p(hours); ``los_gt_7d``: binary, hours > 168, unknown (NaN) where the hours are.
 TASK_LABELS: dict[str, str] = {
-    "ihm": "label_ihm",
-    "phenotyping": "label_phenotypes",
-    "los": "label_los_hours",
+    "ihm": "label_ihm", "phenotyping": "label_phenotypes", "los": "label_los_hours", "los_gt_7d": "label_los_hours",
 }
+REGRESSION_TASKS: tuple[str, ...] = ("los",)  # model output: a number, not a logit (sweeper.evaluation.regression)
 
 ID_COLUMNS = {
     "stay_id": pa.string(),

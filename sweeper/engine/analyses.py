@@ -29,7 +29,9 @@ import pandas as pd
 
 from sweeper.engine.trial import trial_run
 from sweeper.evaluation.analyses import phenotype_group_auroc, subgroup_auroc
+from sweeper.data.schema import REGRESSION_TASKS
 from sweeper.evaluation.contributions import modality_contributions
+from sweeper.evaluation.metrics import lower_is_better
 from trainables import registry
 from trainables.registry import Analysis
 
@@ -60,7 +62,7 @@ def subgroup_tables(per_cell: dict, cells, stays_dir: Path) -> tuple[pd.DataFram
     subgroup_rows, phenotype_rows = [], []
     for cell in cells:
         seeds = per_cell.get(cell.cell_id, [])
-        if not seeds:
+        if not seeds or cell.task in REGRESSION_TASKS:  # AUROC per subgroup: classification cells only
             continue
         if demographics is not None:
             frames = [subgroup_auroc(s.labels, s.scores, demographics.reindex(s.stay_ids).reset_index(drop=True)) for s in seeds]
@@ -74,26 +76,29 @@ def subgroup_tables(per_cell: dict, cells, stays_dir: Path) -> tuple[pd.DataFram
     return subgroups, pd.DataFrame(phenotype_rows)
 
 
-def contribution_analyses(cells, per_cell: dict, metric: str = "auroc", n_resamples: int = 1000) -> list[Analysis]:
+def contribution_analyses(cells, per_cell: dict, metric="auroc", n_resamples: int = 1000) -> list[Analysis]:
     """What each modality adds and the metric by number of modalities, when the sweep ran subsets
-    that differ by one modality (else nothing)."""
+    that differ by one modality (else nothing). ``metric``: one name or ``{task: metric}``."""
     rows = [{**cell.row(), "cell_id": cell.cell_id} for cell in cells if cell.cell_id in per_cell]
     if not rows:
         return []
     contributions, by_size = modality_contributions(rows, per_cell, metric, n_resamples)
+    names = sorted(set(contributions.get("metric", pd.Series(dtype=str))) | set(by_size.get("metric", pd.Series(dtype=str))))
+    metric = names[0] if len(names) == 1 else "auroc"
+    shown_metric = metric.upper() if len(names) <= 1 else "metric (each task's: column metric)"
     found = []
     index = ["task", "method", *[c for c in contributions.columns if c not in _CONTRIBUTION_COLUMNS]]
     if len(contributions) and contributions["contribution"].notna().any():
         shown = contributions.dropna(subset=["contribution"]).assign(text=lambda f: [
             f"{r.contribution:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in f.itertuples()])
-        order = shown.groupby("modality")["contribution"].mean().sort_values(ascending=metric == "brier").index
+        order = shown.groupby("modality")["contribution"].mean().sort_values(ascending=lower_is_better(metric)).index
         summary = shown.pivot(index=index, columns="modality", values="text")[list(order)]
-        found.append(Analysis("modality_contributions", f"What each modality adds: mean change in test {metric.upper()} when it "
+        found.append(Analysis("modality_contributions", f"What each modality adds: mean change in test {shown_metric} when it "
                               "joins a subset that lacks it (Shapley-style over the subsets run) [95% paired bootstrap CI "
                               "over test stays]", contributions, summary))
     if len(by_size) and (by_size.groupby(index)["n_modalities"].nunique() > 1).any():
         shown = by_size.assign(text=[f"{r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in by_size.itertuples()])
-        found.append(Analysis("metric_by_size", f"Test {metric.upper()} by number of modalities: mean over the subsets of "
+        found.append(Analysis("metric_by_size", f"Test {shown_metric} by number of modalities: mean over the subsets of "
                               "each size [95% bootstrap CI over test stays]", by_size,
                               shown.pivot(index=index, columns="n_modalities", values="text")))
     return found
@@ -148,7 +153,7 @@ def per_task_analysis(cells, per_cell: dict, stays_dir: Path, thresholds: dict, 
                      "(mean over seeds [95% bootstrap CI over test stays])", frame, summary)]
 
 
-def run_analyses(cells, per_cell: dict, final_results, run_dir: Path, stays_dir: Path, metric: str = "auroc",
+def run_analyses(cells, per_cell: dict, final_results, run_dir: Path, stays_dir: Path, metric="auroc",
                  n_resamples: int = 1000, thresholds: dict | None = None) -> list[Analysis]:
     """Every analysis the run supports, in the order a person reads them (empty ones left out)."""
     attributions = attribution_table(final_results, cells)

@@ -16,10 +16,12 @@ from sweeper.evaluation.comparisons import add_adjusted_p_values, add_probabilit
 from sweeper.engine.analyses import run_analyses, write_analyses
 from sweeper.engine.trial import checkpoint_path, trial_run
 from sweeper.evaluation.leaderboard import write_atomically, write_leaderboard
+from sweeper.evaluation.metrics import ALL_METRICS
 from sweeper.evaluation.efficiency import add_eff_scores, cell_costs
 from sweeper.evaluation.extra_sets import add_extra_columns, robustness_rows
 from sweeper.loop.extra_sets import EXTERNAL_PREFIX, EXTRA_PREDICTIONS, MISSING_PREFIX
 from sweeper.loop.outputs import MODEL_FILE, PREDICTIONS_FILE
+from sweeper.plan.ranking import rank_metrics
 from sweeper.plan.spec import Cell, Spec
 from sweeper.report.analyses import markdown_summary
 from sweeper.report.html import write_html_report
@@ -109,7 +111,7 @@ def write_trial_scalars(phase: str, results, run_dir: Path) -> None:
         name = f"seed-{config['seed']}" if phase == "final" else Path(result.path).name
         with SummaryWriter(str(root / phase / config["cell"] / name)) as writer:
             for _, row in history.iterrows():
-                for column in ("train_loss", "val_auroc", "val_auprc", "val_brier"):
+                for column in ("train_loss", "val_auroc", "val_auprc", "val_brier", "val_mae", "val_spearman"):
                     if column in row and row[column] == row[column]:
                         writer.add_scalar(column, float(row[column]), int(row["epoch"]))
 
@@ -125,13 +127,14 @@ def write_tensorboard(final_results, rows: list[dict], run_dir: Path) -> None:
         for row in rows:
             hparams = {k: row[k] for k in ("task", "method", "subset", "n_modalities")}
             hparams.update({k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in json.loads(row["best_config"]).items()})
-            metrics = {f"hparam/test_{m}": row[f"{m}_mean"] for m in ("auroc", "auprc", "macro_f1", "accuracy", "brier")}
+            metrics = {f"hparam/test_{m}": row.get(f"{m}_mean") for m in ALL_METRICS}
             metrics = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isnan(v)}
             writer.add_hparams(hparams, metrics, run_name=row["cell_id"])
 
 
 def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_dir: Path, stays_dir: Path | None = None):
     protocols = {MISSING_PREFIX + name: p.model_dump() for name, p in spec.final.test_missing.items()}
+    rank_by = rank_metrics(spec)  # per task: the spec's metric, or regression_metric for los
     extra_sets, extras = [EXTERNAL_PREFIX + name for name in spec.data.external] + list(protocols), {}
     costs: dict[str, list[dict]] = {}
     per_cell = gather_final(final_results, run_dir, extra_sets, extras, costs)
@@ -149,26 +152,26 @@ def write_outputs(spec: Spec, cells: list[Cell], best: dict, final_results, run_
         if any(m.get("eff_params") is not None for m in costs.get(cell.cell_id, [])):
             row.update(cell_costs(costs[cell.cell_id]))
         for name in extra_sets:
-            add_extra_columns(row, name, extras.get(cell.cell_id, {}).get(name), spec.final.seeds, spec.metric, spec.final.bootstrap_resamples)
+            add_extra_columns(row, name, extras.get(cell.cell_id, {}).get(name), spec.final.seeds, rank_by, spec.final.bootstrap_resamples)
         rows.append(row)
     if spec.final.efficiency_reference:
         add_eff_scores(rows, spec.final.efficiency_reference, sorted(spec.axes))
-    compare_with_best(rows, per_cell, metric=spec.metric, n_resamples=spec.final.bootstrap_resamples)
+    compare_with_best(rows, per_cell, metric=rank_by, n_resamples=spec.final.bootstrap_resamples)
     add_adjusted_p_values(rows, spec.final.correction)
-    add_probability_best(rows, per_cell, metric=spec.metric, n_resamples=spec.final.bootstrap_resamples)
-    board = write_leaderboard(rows, run_dir, rank_by=spec.metric)
+    add_probability_best(rows, per_cell, metric=rank_by, n_resamples=spec.final.bootstrap_resamples)
+    board = write_leaderboard(rows, run_dir, rank_by=rank_by)
     if protocols:
         (run_dir / "analyses").mkdir(exist_ok=True)
-        robustness = robustness_rows(rows, protocols, spec.metric, sorted(spec.axes))
+        robustness = robustness_rows(rows, protocols, rank_by, sorted(spec.axes))
         write_atomically(run_dir / "analyses" / ROBUSTNESS_FILE, pd.DataFrame(robustness).to_csv(index=False))
     if stays_dir is not None:
         thresholds = {name: method.fixed.get("threshold", 0.5) for name, method in spec.methods.items()}
-        analyses = run_analyses(cells, per_cell, final_results, run_dir, stays_dir, spec.metric, spec.final.bootstrap_resamples, thresholds)
+        analyses = run_analyses(cells, per_cell, final_results, run_dir, stays_dir, rank_by, spec.final.bootstrap_resamples, thresholds)
         write_analyses(analyses, run_dir)
         summary = markdown_summary(run_dir)
         if summary:
             markdown = run_dir / "leaderboard.md"
             write_atomically(markdown, markdown.read_text() + "\n" + summary + "\n")
     write_tensorboard(final_results, rows, run_dir)
-    write_html_report(run_dir, rank_by=spec.metric)
+    write_html_report(run_dir, rank_by=rank_by)
     return board

@@ -19,8 +19,15 @@ MODE, TIME_ATTR = "max", "epoch"
 
 
 def objective(spec: Spec) -> str:
-    """The reported metric the tune phase maximises (``metric`` in the spec, on validation)."""
-    return f"val_{spec.metric}"
+    """The reported metric the tune phase maximises: ``metric`` in the spec, on validation; when a
+    task is ranked by another metric (``regression_metric`` for ``los``), ``val_objective``, which
+    every trial reports: its own task's metric on validation, negated where lower is better
+    (``sweeper.loop.training.selection``), so one maximised key serves every cell."""
+    from sweeper.plan.ranking import rank_metrics
+
+    if set(rank_metrics(spec).values()) == {spec.metric}:
+        return f"val_{spec.metric}"
+    return "val_objective"
 
 
 def run_phase(name: str, run_dir: Path, trainable, tune_config, param_space: dict, callbacks, resume: bool, checkpoint_period_s: float = 0):

@@ -73,8 +73,11 @@ def run_info(run_dir: Path) -> dict:
         raise SweeperError(f"{run_dir / 'run.json'}: unreadable ({error}); remove that folder or pass --run-name") from None
     return info if isinstance(info, dict) else {}
 
-def save_run_files(run_dir: Path, spec_file: Path, options: RunOptions, profile: str | None, metric: str, runtime: str) -> None:
+def save_run_files(run_dir: Path, spec_file: Path, options: RunOptions, profile: str | None, metric: str, runtime: str,
+                   rank_metrics: dict[str, str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=False)
     shutil.copyfile(spec_file, run_dir / "spec.yaml")
     info = {"spec": options.spec, "profile": profile, "metric": metric, "runtime": runtime, "data": options.data, "started": dt.datetime.now().isoformat(timespec="seconds")}
+    if rank_metrics:  # what each task is ranked by (the report reads it back)
+        info["rank_metrics"] = rank_metrics
     (run_dir / "run.json").write_text(json.dumps(info, indent=2))

@@ -29,6 +29,7 @@ from sweeper.engine.stages import check_text_encoders, run_stages, text_features
 from sweeper.engine.trial import TrialContext
 from sweeper.errors import Interrupted, SweeperError
 from sweeper.plan.plan import trial_slots
+from sweeper.plan.ranking import rank_metrics
 from sweeper.plan.spec import Cell, Spec, expand_cells, load_spec, trial_config
 
 
@@ -51,7 +52,7 @@ def run(options: RunOptions) -> Path:
             read_manifest(Path(folder))
         check_text_encoders(spec, spec_file)
         runtime = spec.resources.runtime(local=options.address is None)
-        save_run_files(run_dir, spec_file, options, profile, spec.metric, runtime)
+        save_run_files(run_dir, spec_file, options, profile, spec.metric, runtime, rank_metrics(spec))
     try:
         with signals_interrupt():
             return _sweep(run_dir, spec, profile, options, runtime)

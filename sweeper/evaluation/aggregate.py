@@ -25,7 +25,16 @@ import numpy as np
 from scipy import stats
 
 from sweeper.evaluation.delong import delong_interval
-from sweeper.evaluation.metrics import METRICS, MetricsError, compute_metrics, weighted_metrics
+from sweeper.evaluation.metrics import (
+    METRICS,
+    MetricsError,
+    compute_metrics,
+    is_regression,
+    lower_is_better,
+    metric_for,
+    task_metrics,
+    weighted_metrics,
+)
 
 CONFIDENCE = 0.95
 _MAX_WEIGHT_ENTRIES = 1 << 22
@@ -42,9 +51,10 @@ class SeedPredictions:
     stay_ids: np.ndarray
     """``[n]`` str: which test stays the rows are; seeds are aligned on these."""
     labels: np.ndarray
-    """``[n]`` (binary) or ``[n, K]`` (multi-label) of 0/1, NaN where the outcome is unknown."""
+    """``[n]`` (binary) or ``[n, K]`` (multi-label) of 0/1, NaN where the outcome is unknown; for
+    ``los``, ``[n]`` log1p(hours)."""
     scores: np.ndarray
-    """Same shape as ``labels``: predicted probability of the positive class."""
+    """Same shape as ``labels``: predicted probability of the positive class (``los``: predicted log1p(hours))."""
 
 
 def seed_ci(values: Sequence[float]) -> tuple[float, float, float, float]:
@@ -71,11 +81,12 @@ def bootstrap_ci(
 
     Every resample draws stays with replacement within strata (binary: positives, negatives and
     unknowns separately; multi-label: stays with any positive label vs none), so each resample
-    keeps the test set's class balance and AUROC stays defined for rare outcomes. The same
-    resampled stays are scored for every seed, then the metric is averaged over seeds.
+    keeps the test set's class balance and AUROC stays defined for rare outcomes (regression
+    metrics: stays with a known and an unknown label). The same resampled stays are scored for every
+    seed, then the metric is averaged over seeds.
     """
     labels, scores = aligned_predictions(seeds)
-    resamples = stratified_resamples(labels, n_resamples, np.random.default_rng(seed))
+    resamples = stratified_resamples(labels, n_resamples, np.random.default_rng(seed), regression=is_regression(metrics))
     values = _resampled_seed_means(labels, scores, resamples, metrics)
     return {name: percentile_interval(values[name]) for name in metrics}
 
@@ -115,7 +126,7 @@ def paired_comparison(
     if not _same_labels(labels_a, labels_b):
         raise MetricsError("paired_comparison: the two methods disagree on the test labels")
     point = _seed_mean(labels_a, scores_a, metric) - _seed_mean(labels_b, scores_b, metric)
-    resamples = stratified_resamples(labels_a, n_resamples, np.random.default_rng(seed))
+    resamples = stratified_resamples(labels_a, n_resamples, np.random.default_rng(seed), regression=is_regression((metric,)))
     diffs = (
         _resampled_seed_means(labels_a, scores_a, resamples, (metric,))[metric]
         - _resampled_seed_means(labels_b, scores_b, resamples, (metric,))[metric]
@@ -146,11 +157,13 @@ def restrict_to_stays(seeds: list[SeedPredictions], stay_ids) -> list[SeedPredic
     return out
 
 
-def compare_with_best(rows: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric: str = "auroc",
+def compare_with_best(rows: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric="auroc",
                       n_resamples: int = 1000) -> None:
-    """Add to every leaderboard row its paired difference in ``metric`` from its task's top cell.
+    """Add to every leaderboard row its paired difference in its task's ranking metric from the task's top cell.
 
-    The top cell of a task is the one with the highest seed-mean ``metric``. Each other cell is
+    ``metric``: one name or ``{task: metric}`` (``metrics.metric_for``). The top cell of a task is
+    the one with the best seed-mean metric (the highest; the lowest for MSE, MAE, Brier, ACE, where
+    the differences of the other cells are then ≥ 0 at the point estimate). Each other cell is
     compared with it on the test stays both were scored on (``paired_comparison`` with
     ``shared_stays``): ``vs_best`` (this cell − top cell, so ≤ 0 at the point estimate), its 95%
     bootstrap CI, a two-sided p-value and the number of shared stays. The top cell's own row gets
@@ -159,11 +172,13 @@ def compare_with_best(rows: list[dict], seeds_by_cell: dict[str, list[SeedPredic
     by_task: dict[str, list[dict]] = {}
     for row in rows:
         by_task.setdefault(row["task"], []).append(row)
-    for task_rows in by_task.values():
+    rank_by = metric
+    for task, task_rows in by_task.items():
+        metric = metric_for(rank_by, task)
         ranked = [r for r in task_rows if r.get(f"{metric}_mean") == r.get(f"{metric}_mean")]
         if not ranked:
             continue
-        best = max(ranked, key=lambda r: r[f"{metric}_mean"])
+        best = (min if lower_is_better(metric) else max)(ranked, key=lambda r: r[f"{metric}_mean"])
         for row in task_rows:
             row.update(vs_best_cell=best["cell_id"], vs_best=float("nan"), vs_best_ci_low=float("nan"),
                        vs_best_ci_high=float("nan"), vs_best_p=float("nan"), vs_best_n_stays=0)
@@ -191,9 +206,10 @@ def aggregate_cell(cell: dict, seeds: list[SeedPredictions], n_resamples: int = 
     }
     row.update({k: v for k, v in cell.items() if k not in _CELL_KEYS and k != "best_config"})
     labels, scores = aligned_predictions(seeds)
-    per_seed = [compute_metrics(labels, seed_scores) for seed_scores in scores]
-    boot = bootstrap_ci(seeds, n_resamples=n_resamples)
-    for name in METRICS:
+    metrics = task_metrics(row["task"])
+    per_seed = [compute_metrics(labels, seed_scores, metrics=metrics) for seed_scores in scores]
+    boot = bootstrap_ci(seeds, n_resamples=n_resamples, metrics=metrics)
+    for name in metrics:
         mean, std, low, high = seed_ci([values[name] for values in per_seed])
         row.update({
             f"{name}_mean": mean,
@@ -203,20 +219,24 @@ def aggregate_cell(cell: dict, seeds: list[SeedPredictions], n_resamples: int = 
             f"{name}_boot_low": boot[name][0],
             f"{name}_boot_high": boot[name][1],
         })
-    row["auroc_delong_low"], row["auroc_delong_high"] = delong_interval(labels, scores, CONFIDENCE)
+    if metrics == METRICS:  # a classification task
+        row["auroc_delong_low"], row["auroc_delong_high"] = delong_interval(labels, scores, CONFIDENCE)
     row["n_seeds"] = len(seeds)
     row["n_test_stays"] = int(labels.shape[0])
     row["best_config"] = json.dumps(cell.get("best_config", {}), sort_keys=True, default=str)
     return row
 
 
-def stratified_resamples(labels: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def stratified_resamples(labels: np.ndarray, n_resamples: int, rng: np.random.Generator, regression: bool = False) -> np.ndarray:
     """``[n_resamples, n]`` stay indices drawn with replacement within each stratum.
 
-    Strata: binary — positive, negative, unknown label; multi-label — any positive label or not.
+    Strata: binary — positive, negative, unknown label; multi-label — any positive label or not;
+    ``regression`` (a ``los`` label) — known or unknown label.
     Each resample therefore holds exactly as many stays of each stratum as the test set.
     """
-    if labels.ndim == 1:
+    if regression:
+        strata = np.isnan(labels).astype(int)
+    elif labels.ndim == 1:
         strata = np.where(np.isnan(labels), 2, labels).astype(int)
     else:
         strata = (labels == 1).any(axis=1).astype(int)

@@ -33,7 +33,7 @@ from sweeper.evaluation.aggregate import (
     resample_weights,
     stratified_resamples,
 )
-from sweeper.evaluation.metrics import MetricsError, weighted_metrics
+from sweeper.evaluation.metrics import MetricsError, is_regression, lower_is_better, metric_for, weighted_metrics
 
 CORRECTIONS: tuple[str, ...] = ("holm", "bh")
 _MAX_WEIGHT_ENTRIES = 1 << 22
@@ -90,10 +90,12 @@ class JointResamples:
     stay they share (cells of one task do). Resamples are drawn over the union of the cells' test
     stays, stratified by label as in ``aggregate.stratified_resamples``; a cell is scored on each
     resample restricted to its own stays (or to fewer, ``stays``), so every cell and every pair of
-    cells sees the same draws. Scores are cached per (cell, stays).
+    cells sees the same draws. Scores are cached per (cell, stays). ``regression``: the cells are of a
+    regression task (``los``), scored by regression metrics; strata are then known / unknown label.
     """
 
-    def __init__(self, seeds_by_cell: dict[str, list[SeedPredictions]], n_resamples: int = 1000, seed: int = 0):
+    def __init__(self, seeds_by_cell: dict[str, list[SeedPredictions]], n_resamples: int = 1000, seed: int = 0,
+                 regression: bool = False):
         self._cells: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         labels_by_id: dict[str, np.ndarray] = {}
         for cell_id, seeds in seeds_by_cell.items():
@@ -109,7 +111,7 @@ class JointResamples:
         self.stay_ids = np.array(sorted(labels_by_id))
         self.labels = np.stack([labels_by_id[s] for s in self.stay_ids])
         self.n_resamples = n_resamples
-        self._resamples = stratified_resamples(self.labels, n_resamples, np.random.default_rng(seed))
+        self._resamples = stratified_resamples(self.labels, n_resamples, np.random.default_rng(seed), regression)
         self._cache: dict[tuple, tuple[float, np.ndarray]] = {}
 
     def stays_of(self, cell_id: str) -> np.ndarray:
@@ -139,28 +141,30 @@ class JointResamples:
         return _nanmean(points), nanmean_over_seeds(per_seed)
 
 
-def add_probability_best(rows: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric: str = "auroc",
+def add_probability_best(rows: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric="auroc",
                          n_resamples: int = 1000, seed: int = 0) -> None:
     """Per task, add ``p_best`` to every row: the share of joint bootstrap resamples of the task's
-    test stays in which this cell has the task's highest seed-mean ``metric`` (each cell on its own
-    test stays, as the leaderboard ranks them; lower is better for ``brier``). A tie splits the
+    test stays in which this cell has the task's best seed-mean ranking metric (``metric``: one name
+    or ``{task: metric}``, ``metrics.metric_for``; each cell on its own test stays, as the
+    leaderboard ranks them; the lowest is best for Brier, ACE, MSE and MAE). A tie splits the
     resample between the tied cells; a resample where a cell's metric is undefined counts against
     it. The task's ``p_best`` sum to 1. A task whose cells disagree on a stay's label (e.g. an axis
     that hides labels) has no joint resample and gets NaN. Rows are updated in place."""
-    lower_is_better = metric == "brier"
+    rank_by = metric
     by_task: dict[str, list[dict]] = {}
     for row in rows:
         by_task.setdefault(row["task"], []).append(row)
-    for task_rows in by_task.values():
+    for task, task_rows in by_task.items():
+        metric = metric_for(rank_by, task)
         cells = [row["cell_id"] for row in task_rows]
         try:
-            joint = JointResamples({c: seeds_by_cell[c] for c in cells}, n_resamples, seed)
+            joint = JointResamples({c: seeds_by_cell[c] for c in cells}, n_resamples, seed, is_regression((metric,)))
         except MetricsError:
             for row in task_rows:
                 row["p_best"] = float("nan")
             continue
         values = np.stack([joint.scored(c, metric)[1] for c in cells])
-        values = -values if lower_is_better else values
+        values = -values if lower_is_better(metric) else values
         values = np.where(np.isnan(values), -np.inf, values)
         top = values == values.max(axis=0)
         defined = np.isfinite(values.max(axis=0))

@@ -25,11 +25,12 @@ import pandas as pd
 
 from sweeper.evaluation.aggregate import SeedPredictions, bootstrap_p_value, percentile_interval
 from sweeper.evaluation.comparisons import JointResamples
+from sweeper.evaluation.metrics import is_regression, lower_is_better, metric_for
 
 _NOT_AXES = frozenset({"cell_id", "task", "method", "subset", "n_modalities", "modalities"})
 
 
-def modality_contributions(cells: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric: str = "auroc",
+def modality_contributions(cells: list[dict], seeds_by_cell: dict[str, list[SeedPredictions]], metric="auroc",
                            n_resamples: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(contributions, by_size)`` for every group of cells that share task, method and extra axes.
 
@@ -37,7 +38,8 @@ def modality_contributions(cells: list[dict], seeds_by_cell: dict[str, list[Seed
     modalities) and any extra sweep axes (e.g. ``missingness``); ``seeds_by_cell``: each cell's
     final-phase test predictions. ``contributions`` has one row per group and modality: ``contribution``
     (φ above), ``ci_low``, ``ci_high``, ``p_value``, ``n_pairs`` (subset pairs it rests on) and
-    ``rank`` (1 = adds the most; for ``brier``, where lower is better, the most negative).
+    ``rank`` (1 = adds the most; for a lower-is-better metric such as ``brier`` or ``mae``, the most
+    negative). ``metric``: one name or ``{task: metric}`` (``metrics.metric_for``).
     ``by_size`` has one row per group and number of modalities: the mean metric over the subsets of
     that size, its CI, and ``n_subsets``.
     """
@@ -51,10 +53,11 @@ def modality_contributions(cells: list[dict], seeds_by_cell: dict[str, list[Seed
         members = [c for c in members if c["cell_id"] in seeds_by_cell]
         if not members:
             continue
-        joint = JointResamples({c["cell_id"]: seeds_by_cell[c["cell_id"]] for c in members}, n_resamples, seed)
+        task_metric = metric_for(metric, task)
+        joint = JointResamples({c["cell_id"]: seeds_by_cell[c["cell_id"]] for c in members}, n_resamples, seed, is_regression((task_metric,)))
         keys = {"task": task, "method": method, **dict(axes)}
-        contribution_rows += _group_contributions(members, joint, metric, keys)
-        size_rows += _group_by_size(members, joint, metric, keys)
+        contribution_rows += _group_contributions(members, joint, task_metric, keys)
+        size_rows += _group_by_size(members, joint, task_metric, keys)
     return pd.DataFrame(contribution_rows), pd.DataFrame(size_rows)
 
 
@@ -83,9 +86,8 @@ def _group_contributions(members: list[dict], joint: JointResamples, metric: str
             low, high = percentile_interval(values)
             row.update(contribution=float(point), ci_low=low, ci_high=high, p_value=bootstrap_p_value(point, values))
         rows.append(row)
-    lower_is_better = metric == "brier"
     ordered = sorted((r for r in rows if r["contribution"] == r["contribution"]),
-                     key=lambda r: r["contribution"] if lower_is_better else -r["contribution"])
+                     key=lambda r: r["contribution"] if lower_is_better(metric) else -r["contribution"])
     for rank, row in enumerate(ordered, start=1):
         row["rank"] = rank
     for row in rows:

@@ -29,7 +29,8 @@ def cell_costs(metrics_per_seed: list[dict]) -> dict:
 
 
 def performance(row: dict) -> float:
-    return float(np.mean([row[f"{m}_mean"] for m in PERF_METRICS]))
+    """The mean of AUROC, AUPRC, macro-F1 and accuracy; NaN for a regression (``los``) row, which has none."""
+    return float(np.mean([row.get(f"{m}_mean", np.nan) for m in PERF_METRICS]))
 
 
 def add_eff_scores(rows: list[dict], reference_method: str | None, axes: list[str]) -> None:

@@ -1,7 +1,9 @@
 """``leaderboard.csv`` (every column, for analysis) and ``leaderboard.md`` (for people) from cell rows.
 
 Rows come from ``sweeper.evaluation.aggregate.aggregate_cell``. Within a task, cells are ranked by
-mean test AUROC over seeds (or the spec's ``metric``). Both files are written to a temporary file and moved into place, so a
+the mean test value over seeds of the task's ranking metric (``rank_by``: the spec's ``metric`` for
+a classification task, its ``regression_metric`` for ``los``), best first: highest, or lowest for a
+lower-is-better metric (Brier, ACE, MSE, MAE). A task's table shows the metrics its rows have. Both files are written to a temporary file and moved into place, so a
 reader never sees a half-written leaderboard.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweeper.evaluation.extra_sets import SEPARATOR, extra_set_names, is_extra_column
-from sweeper.evaluation.metrics import METRICS
+from sweeper.evaluation.metrics import ALL_METRICS, lower_is_better, metric_for
 
 # Columns every row has that are not an extra sweep axis (e.g. a missingness rate).
 _FIXED_COLUMNS = {"task", "method", "subset", "n_modalities", "n_seeds", "n_test_stays", "best_config", "cell_id", "p_best"}
@@ -25,21 +27,38 @@ _COST_FORMATS = {"eff_params": lambda v: f"{v:,.0f}", "eff_flops_per_stay": lamb
 _CORRECTION_NAMES = {"holm": "Holm", "bh": "BH"}
 
 
-def write_leaderboard(rows: list[dict], out_dir: Path, rank_by: str = "auroc") -> pd.DataFrame:
-    """Sort rows (task, then ``rank_by`` mean descending), write both files to ``out_dir``, return the frame."""
+def write_leaderboard(rows: list[dict], out_dir: Path, rank_by="auroc") -> pd.DataFrame:
+    """Sort rows (task, then the task's ranking metric, best first), write both files to ``out_dir``,
+    return the frame. ``rank_by``: one metric name or ``{task: metric}`` (``metrics.metric_for``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame = frame.sort_values(
-            ["task", f"{rank_by}_mean"], ascending=[True, False], na_position="last", kind="stable"
-        ).reset_index(drop=True)
+        frame = frame.assign(_rank_key=[_rank_key(row, rank_by) for _, row in frame.iterrows()]).sort_values(
+            ["task", "_rank_key"], ascending=[True, True], na_position="last", kind="stable"
+        ).drop(columns="_rank_key").reset_index(drop=True)
     write_atomically(out_dir / "leaderboard.csv", frame.to_csv(index=False))
     write_atomically(out_dir / "leaderboard.md", leaderboard_markdown(frame, rank_by))
     return frame
 
 
-def leaderboard_markdown(frame: pd.DataFrame, rank_by: str = "auroc") -> str:
+def _rank_key(row: pd.Series, rank_by) -> float:
+    """Smaller is better: the task's ranking metric, negated unless lower is better."""
+    metric = metric_for(rank_by, row["task"])
+    value = row.get(f"{metric}_mean", math.nan)
+    return value if lower_is_better(metric) else -value
+
+
+def ranking_phrase(frame: pd.DataFrame, rank_by) -> str:
+    """``AUROC``, or per task when tasks differ: ``ihm: AUROC; los: SPEARMAN``; lower-is-better marked."""
+    names = {str(task): metric_for(rank_by, str(task)) for task in sorted(frame["task"].unique())} if "task" in frame else {}
+    shown = {task: metric.upper() + (" (lower is better)" if lower_is_better(metric) else "") for task, metric in names.items()}
+    if len(set(shown.values())) <= 1:
+        return next(iter(shown.values()), metric_for(rank_by, "").upper() if isinstance(rank_by, str) else "AUROC")
+    return "; ".join(f"{task}: {text}" for task, text in shown.items())
+
+
+def leaderboard_markdown(frame: pd.DataFrame, rank_by="auroc") -> str:
     """One table per task: rank, method, subset, extra axes, each metric as mean ± std [bootstrap CI]."""
     lines = ["# Leaderboard", ""]
     if frame.empty:
@@ -53,15 +72,22 @@ def leaderboard_markdown(frame: pd.DataFrame, rank_by: str = "auroc") -> str:
     return "\n".join(lines)
 
 
-def leaderboard_legend(frame: pd.DataFrame, rank_by: str = "auroc") -> list[str]:
+def leaderboard_legend(frame: pd.DataFrame, rank_by="auroc") -> list[str]:
     """The paragraphs that say how to read ``display_tables``."""
+    shown_rank = ranking_phrase(frame, rank_by)
     legend = [
         "Each metric: mean ± std over seeds [95% bootstrap CI over test stays]. "
-        f"Ranked by mean {rank_by.upper()} within each task."
+        f"Ranked by mean {shown_rank} within each task."
     ]
+    if any(f"{m}_mean" in frame.columns for m in ("ace", "bss")):
+        legend.append("ace: adaptive calibration error (15 equal-mass bins of the test stays sorted by score; mean |mean label − "
+                      "mean score|; lower is better); bss: Brier skill score, 1 − Brier / Brier of predicting the prevalence.")
+    if any(f"{m}_mean" in frame.columns for m in ("mse", "mae")):
+        legend.append("Length of stay (los): the model predicts log1p(hours); mse (hours²), mae (hours) and pearson compare "
+                      "predicted and actual hours, spearman their ranks.")
     if "vs_best" in frame.columns:
         legend.append(
-            f"Δ vs #1: this cell's mean {rank_by.upper()} minus the task's top cell's, on the test stays "
+            f"Δ vs #1: this cell's mean {shown_rank} minus the task's top cell's, on the test stays "
             "both were scored on [95% paired bootstrap CI], and the two-sided p-value of that difference (the difference "
             "over its bootstrap standard deviation, against a standard normal)."
         )
@@ -75,7 +101,7 @@ def leaderboard_legend(frame: pd.DataFrame, rank_by: str = "auroc") -> list[str]
     if extra_set_names(frame.columns):
         legend.append(
             f"ext_*: an external cohort; miss_*: the test split with modalities hidden by a seeded protocol. Each: the "
-            f"seed-mean {rank_by.upper()} on that set [95% bootstrap CI over its stays] (its change from the internal test mean: negative where the set scores lower)."
+            f"seed-mean {shown_rank} on that set [95% bootstrap CI over its stays] (its change from the internal test mean: negative where the set scores lower)."
         )
     if "eff_params" in frame.columns:
         legend.append(
@@ -87,12 +113,12 @@ def leaderboard_legend(frame: pd.DataFrame, rank_by: str = "auroc") -> list[str]
     if "p_best" in frame.columns:
         legend.append(
             f"P(best): the share of joint bootstrap resamples of the task's test stays in which the cell has the "
-            f"task's best mean {rank_by.upper()}; how settled the ranking is."
+            f"task's best mean {shown_rank}; how settled the ranking is."
         )
     return legend
 
 
-def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.DataFrame]:
+def display_tables(frame: pd.DataFrame, rank_by="auroc") -> dict[str, pd.DataFrame]:
     """Per task, the leaderboard as text cells a person reads (rows already ranked by ``write_leaderboard``)."""
     compared = "vs_best" in frame.columns
     extra_axes = [
@@ -102,14 +128,16 @@ def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.
     ]
     costs = [(c, title) for c, title in _COST_TITLES.items() if c in frame.columns]
     extra_sets = extra_set_names(frame.columns)
-    metrics = [m for m in METRICS if f"{m}_mean" in frame.columns]
     correction = _correction(frame)
     probability_best = "p_best" in frame.columns
-    header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics,
-              *(["Δ vs #1", "p"] if compared else []), *([f"p {correction}"] if correction else []),
-              *(["P(best)"] if probability_best else []), *extra_sets, *(title for _, title in costs), "n_seeds"]
     tables = {}
     for task, rows in frame.groupby("task", sort=True):
+        # The metrics of this task's kind: a classification task has no MSE, los no AUROC.
+        metrics = [m for m in ALL_METRICS if f"{m}_mean" in rows.columns and rows[f"{m}_mean"].notna().any()]
+        header = ["rank", "method", "subset", "n_modalities", *extra_axes, *metrics,
+                  *(["Δ vs #1", "p"] if compared else []), *([f"p {correction}"] if correction else []),
+                  *(["P(best)"] if probability_best else []), *extra_sets, *(title for _, title in costs), "n_seeds"]
+        task_metric = metric_for(rank_by, str(task))
         body = []
         for rank, (_, row) in enumerate(rows.iterrows(), start=1):
             cells = [rank, row["method"], row["subset"], row["n_modalities"], *(row[a] for a in extra_axes)]
@@ -120,7 +148,7 @@ def display_tables(frame: pd.DataFrame, rank_by: str = "auroc") -> dict[str, pd.
                 cells.append("" if _missing(row.get("vs_best_p_adj")) else f"{row['vs_best_p_adj']:.3f}")
             if probability_best:
                 cells.append("" if _missing(row.get("p_best")) else f"{row['p_best']:.2f}")
-            cells += [_extra_cell(row, name, rank_by) for name in extra_sets]
+            cells += [_extra_cell(row, name, task_metric) for name in extra_sets]
             cells += ["–" if _missing(row.get(c)) else _COST_FORMATS[c](row[c]) for c, _ in costs]
             cells.append(row.get("n_seeds", ""))
             body.append([str(cell) for cell in cells])
@@ -179,7 +207,7 @@ def _table_row(cells) -> str:
 
 
 def _is_metric_column(column: str) -> bool:
-    return any(column == f"{m}{suffix}" for m in METRICS for suffix in _METRIC_SUFFIXES)
+    return any(column == f"{m}{suffix}" for m in ALL_METRICS for suffix in _METRIC_SUFFIXES)
 
 
 def _missing(value) -> bool:

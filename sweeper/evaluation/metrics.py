@@ -1,4 +1,6 @@
-"""The one place metrics are computed: weighted AUROC, AUPRC, macro-F1, accuracy and Brier.
+"""The one place metrics are computed: weighted AUROC, AUPRC, macro-F1, accuracy, Brier and the
+calibration metrics ACE and Brier skill score; a regression task's (``los``) MSE, MAE, Pearson and
+Spearman come from ``sweeper.evaluation.regression`` through the same two functions.
 
 Binary tasks (e.g. in-hospital mortality) pass ``[n]`` arrays; multi-label tasks (e.g. the 25
 phenotypes) pass ``[n, K]``. Scores are probabilities of the positive class. A NaN label means the
@@ -18,6 +20,19 @@ as a ``[R, n]`` weight matrix: 0.07 s for that binary cell, 1.4 s for the 25-lab
 tests/evaluation/test_metrics.py pins every metric to sklearn's (roc_auc_score,
 average_precision_score, f1_score, accuracy_score, brier_score_loss), with tied scores and with
 sample weights, to 1e-12.
+
+Calibration (per label, macro-averaged like Brier):
+
+- ``ace``, adaptive calibration error: the stays sorted by score (stable) are cut into
+  ``ACE_BINS`` = 15 bins of (nearly) equal count, as ``numpy.array_split`` cuts them (the first
+  n mod 15 bins one stay larger; empty bins, when n < 15, are left out); ACE is the mean over bins
+  of |mean label − mean score|. Under weights a stay's copies fill consecutive positions of the
+  sorted resample, so its weight is split between the bins they fall in: the same bins as
+  ``array_split`` of the resampled array, still scored for all resamples at once (cumulative sums
+  read at the bin edges), so the bootstrap keeps its speed.
+- ``bss``, Brier skill score: 1 − Brier / (p (1 − p)), p the (weighted) prevalence of the stays
+  scored, p (1 − p) the Brier score of always predicting p; NaN when only one class is present.
+  tests/evaluation/test_calibration_metrics.py checks both against hand computations.
 """
 from __future__ import annotations
 
@@ -25,10 +40,56 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sweeper.data.schema import REGRESSION_TASKS
 from sweeper.errors import SweeperError
+from sweeper.evaluation.regression import REGRESSION_METRICS, regression_metrics
 
-METRICS: tuple[str, ...] = ("auroc", "auprc", "macro_f1", "accuracy", "brier")
+METRICS: tuple[str, ...] = ("auroc", "auprc", "macro_f1", "accuracy", "brier", "ace", "bss")
+"""The metrics of a classification task (binary or multi-label)."""
+ALL_METRICS: tuple[str, ...] = METRICS + REGRESSION_METRICS
+LOWER_IS_BETTER = frozenset({"brier", "ace", "mse", "mae"})
+ACE_BINS = 15
+DEFAULT_REGRESSION_METRIC = "spearman"
+"""What ranks a regression task unless the spec says otherwise (``regression_metric``): rank-based
+like AUROC, the same on hours and on log1p(hours), and not dominated by the few longest stays as
+MSE and MAE in hours are."""
 _RANKING_METRICS = frozenset({"auroc", "auprc"})
+_SORTED_METRICS = _RANKING_METRICS | {"ace"}
+_THRESHOLD_METRICS = frozenset({"macro_f1", "accuracy", "brier", "bss"})
+
+
+def task_metrics(task: str | None) -> tuple[str, ...]:
+    """The metrics a task is scored by: ``REGRESSION_METRICS`` for a regression task (``los``),
+    else ``METRICS``."""
+    return REGRESSION_METRICS if task in REGRESSION_TASKS else METRICS
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is the better one (Brier, ACE, MSE, MAE)."""
+    return metric in LOWER_IS_BETTER
+
+
+def metric_for(rank_by, task: str) -> str:
+    """The metric ``task`` is ranked by. ``rank_by``: a mapping of task to metric (the spec's,
+    ``sweeper.plan.ranking.rank_metrics``) or one metric name. A task the mapping lacks, or whose kind the one
+    name does not fit (``auroc`` for ``los``), gets its kind's default: ``auroc``, or
+    ``DEFAULT_REGRESSION_METRIC`` for a regression task."""
+    fits = task_metrics(task)
+    chosen = rank_by if isinstance(rank_by, str) else rank_by.get(task)
+    if chosen in fits:
+        return chosen
+    return DEFAULT_REGRESSION_METRIC if fits == REGRESSION_METRICS else "auroc"
+
+
+def is_regression(metrics: Sequence[str]) -> bool:
+    """Whether ``metrics`` are regression metrics (all of them) or classification ones (none)."""
+    unknown = [name for name in metrics if name not in ALL_METRICS]
+    if unknown:
+        raise MetricsError(f"unknown metric(s) {unknown}; known: {', '.join(ALL_METRICS)}")
+    regression = [name in REGRESSION_METRICS for name in metrics]
+    if any(regression) and not all(regression):
+        raise MetricsError(f"metrics {list(metrics)} mix regression ({', '.join(REGRESSION_METRICS)}) and classification ones")
+    return bool(regression) and all(regression)
 
 
 class MetricsError(SweeperError, ValueError):
@@ -45,7 +106,9 @@ def compute_metrics(
 
     ``labels``: ``[n]`` (binary) or ``[n, K]`` (multi-label) of 0/1/NaN; ``scores``: probabilities
     of the same shape; ``threshold``: a stay is predicted positive when its score is >= threshold.
-    A metric that is undefined (e.g. AUROC when no label has both classes) is NaN.
+    A metric that is undefined (e.g. AUROC when no label has both classes) is NaN. With regression
+    ``metrics`` (``task_metrics("los")``), labels and scores are ``[n]`` log1p(hours), labels NaN
+    where unknown (``sweeper.evaluation.regression``).
     """
     labels, scores = _checked(labels, scores, metrics)
     unit_weights = np.ones((1, labels.shape[0]))
@@ -80,6 +143,8 @@ def _weighted_metrics(
     labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, threshold: float, metrics: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Per-label metrics, macro-averaged over labels; inputs already checked."""
+    if is_regression(metrics):
+        return regression_metrics(labels, scores, weights, metrics)
     multi_label = labels.ndim == 2
     labels_2d = labels if multi_label else labels[:, None]
     scores_2d = scores if multi_label else scores[:, None]
@@ -102,21 +167,23 @@ def _label_metrics(
     known = np.flatnonzero(~np.isnan(labels))
     if known.size == 0:
         return {name: np.full(weights.shape[0], np.nan) for name in metrics}
-    needs_ranking = not _RANKING_METRICS.isdisjoint(metrics)
-    # Sorting by score (only needed for the ranking metrics) leaves the threshold metrics unchanged.
-    stays = known[np.argsort(scores[known], kind="stable")] if needs_ranking else known
+    needs_sorting = not _SORTED_METRICS.isdisjoint(metrics)
+    # Sorting by score (only needed for the ranking metrics and ACE) leaves the threshold metrics unchanged.
+    stays = known[np.argsort(scores[known], kind="stable")] if needs_sorting else known
     positive, scores, weights = labels[stays] == 1, scores[stays], weights[:, stays]
     out: dict[str, np.ndarray] = {}
-    if needs_ranking:
+    if not _RANKING_METRICS.isdisjoint(metrics):
         auroc, auprc = _ranking_metrics(positive, scores, weights)
         out.update(auroc=auroc, auprc=auprc)
-    if not _RANKING_METRICS.issuperset(metrics):  # the bootstrap of one ranking metric skips these
+    if "ace" in metrics:
+        out["ace"] = adaptive_calibration_error(positive, scores, weights)
+    if not _THRESHOLD_METRICS.isdisjoint(metrics):  # the bootstrap of one ranking metric skips these
         # Binary macro-F1 averages the F1 of both classes; per label of a multi-label task it is the
         # positive class's F1, which the macro average then averages over labels.
         f1, accuracy, brier = _threshold_metrics(
             positive, scores, weights, threshold, both_classes_f1=not multi_label
         )
-        out.update(macro_f1=f1, accuracy=accuracy, brier=brier)
+        out.update(macro_f1=f1, accuracy=accuracy, brier=brier, bss=_brier_skill_score(positive, weights, brier))
     return {name: out[name] for name in metrics}
 
 
@@ -193,6 +260,52 @@ def _threshold_metrics(
     return f1, accuracy, brier
 
 
+def adaptive_calibration_error(positive: np.ndarray, sorted_scores: np.ndarray, weights: np.ndarray,
+                               n_bins: int = ACE_BINS) -> np.ndarray:
+    """``[R]``: ACE over ``n_bins`` equal-mass bins of the stays, sorted by ascending score; NaN
+    where a weighting holds no weight (module docstring).
+
+    Weighting r lays the stays out on [0, W_r) in sorted order, stay i on [C_{i-1}, C_i) (C the
+    cumulative weight); bin b is [e_b, e_{b+1}) with e_b = b⌊W/B⌋ + min(b, W − B⌊W/B⌋), the
+    ``array_split`` cuts. A bin's label (score) sum is F(e_{b+1}) − F(e_b), F the cumulative
+    label (score) weight, linear within each stay's interval.
+    """
+    n_rows, n = weights.shape
+    total = weights.sum(axis=1)
+    per_bin = np.floor(total / n_bins)
+    edges = np.arange(n_bins + 1)[None, :] * per_bin[:, None] + np.minimum(np.arange(n_bins + 1)[None, :], (total - n_bins * per_bin)[:, None])
+    ends = np.cumsum(weights, axis=1)
+    # The stay whose interval holds each edge (n: the edge is the end), by one searchsorted over all
+    # rows at once: row r is shifted by r·(max W + 1) so the rows stay apart and each sorted.
+    shift = (np.arange(n_rows) * (total.max(initial=0.0) + 1.0))[:, None]
+    holder = np.searchsorted((ends + shift).ravel(), (edges + shift).ravel(), side="right").reshape(edges.shape)
+    holder -= n * np.arange(n_rows)[:, None]
+    starts = np.concatenate([ends - weights, total[:, None]], axis=1)  # padded: the end holds the edge W
+
+    def cumulative(values: np.ndarray) -> np.ndarray:  # F at every edge, [R, n_bins + 1]
+        weighted = weights * values
+        before = np.concatenate([np.cumsum(weighted, axis=1) - weighted, weighted.sum(axis=1, keepdims=True)], axis=1)
+        padded = np.append(values, 0.0)
+        at = np.take_along_axis(before, holder, axis=1)
+        return at + padded[holder] * (edges - np.take_along_axis(starts, holder, axis=1))
+
+    mass = np.diff(edges, axis=1)
+    gap = np.abs(np.diff(cumulative(positive.astype(float)), axis=1) - np.diff(cumulative(sorted_scores), axis=1))
+    filled = mass > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_bin_error = np.where(filled, gap / np.where(filled, mass, 1.0), 0.0)
+        return np.where(total > 0, per_bin_error.sum(axis=1) / filled.sum(axis=1), np.nan)
+
+
+def _brier_skill_score(positive: np.ndarray, weights: np.ndarray, brier: np.ndarray) -> np.ndarray:
+    """``[R]``: 1 − Brier / p(1 − p), p the weighted prevalence; NaN unless both classes weigh > 0."""
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prevalence = (weights @ positive.astype(float)) / total
+        reference = prevalence * (1 - prevalence)
+        return np.where(reference > 0, 1 - brier / reference, np.nan)
+
+
 def _mean_over_labels(per_label: np.ndarray) -> np.ndarray:
     """``[K, R]`` -> ``[R]``: mean over the labels where the metric is defined; NaN if none."""
     defined = ~np.isnan(per_label)
@@ -202,12 +315,17 @@ def _mean_over_labels(per_label: np.ndarray) -> np.ndarray:
 
 
 def _checked(labels, scores, metrics: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Float arrays of matching ``[n]`` / ``[n, K]`` shape, finite scores in [0, 1], known metrics."""
-    unknown = [name for name in metrics if name not in METRICS]
-    if unknown:
-        raise MetricsError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+    """Float arrays of matching ``[n]`` / ``[n, K]`` shape, finite scores in [0, 1], known metrics;
+    for regression metrics ``[n]`` arrays, finite predictions, labels finite or NaN."""
+    regression = is_regression(metrics)
     labels = np.asarray(labels, dtype=float)
     scores = np.asarray(scores, dtype=float)
+    if regression:
+        if labels.shape != scores.shape or labels.ndim != 1:
+            raise MetricsError(f"labels {labels.shape} and predictions {scores.shape} of a regression task must both be [n]")
+        if not np.isfinite(scores).all() or np.isinf(labels).any():
+            raise MetricsError("regression predictions must be finite and labels finite or NaN (unknown); log1p(hours) for los")
+        return labels, scores
     if labels.shape != scores.shape or labels.ndim not in (1, 2):
         raise MetricsError(
             f"labels {labels.shape} and scores {scores.shape} must have the same shape, [n] for a "

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from sweeper.loop.outputs import FINAL_METRICS_FILE, STATE_FILE, labels_numpy, report_final, report_final_again
+from sweeper.loop.selection import selection
 
 
 def choose_device():
@@ -100,7 +101,9 @@ def select_rows(data: dict, index) -> dict:
     return {k: v[index] for k, v in data.items()}
 
 
-def predict(model, data: dict, device, batch_size: int = 512) -> np.ndarray:
+def predict(model, data: dict, device, batch_size: int = 512, regression: bool = False) -> np.ndarray:
+    """Probabilities (the sigmoid of the model's logits), or with ``regression`` (``los``) the
+    model's outputs themselves: its predictions of log1p(hours)."""
     import torch
 
     model.eval()
@@ -108,7 +111,8 @@ def predict(model, data: dict, device, batch_size: int = 512) -> np.ndarray:
     with torch.no_grad():
         for start in range(0, len(data["label"]), batch_size):
             batch = to_device(select_rows(data, slice(start, start + batch_size)), device)
-            scores.append(torch.sigmoid(model(batch)["logits"]).float().cpu())
+            logits = model(batch)["logits"]
+            scores.append((logits if regression else torch.sigmoid(logits)).float().cpu())
     out = torch.cat(scores).numpy()
     return out[:, 0] if out.shape[1] == 1 else out
 
@@ -237,11 +241,13 @@ def run_training(config: dict, session) -> None:
 def _train_torch(trainable, config: dict, collate, data: dict, session, saved, device, where: dict) -> None:
     import torch
 
-    from sweeper.evaluation.metrics import compute_metrics
+    from sweeper.data.schema import REGRESSION_TASKS
+    from sweeper.evaluation.metrics import compute_metrics, task_metrics
     from sweeper.loop.costs import inference_costs
     from sweeper.loop.extra_sets import score_extra_sets
 
     seed, final = int(config["seed"]), bool(config.get("final", False))
+    regression, metrics_of_task = config["task"] in REGRESSION_TASKS, task_metrics(config["task"])
     if trainable.prepare is not None:  # from train and val only: the test split is never handed over
         config = {**config, **trainable.prepare(config, {split: data[split] for split in ("train", "val")})}
     model = trainable.build_model(config, collate.input_shapes(), collate.n_outputs()).to(device)
@@ -253,7 +259,7 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
     max_epochs, patience, batch_size = int(config["max_epochs"]), int(config["patience"]), int(config["batch_size"])
 
     by_loss = trainable.select == "loss"  # otherwise the spec's metric on validation
-    select = "loss" if by_loss else str(config.get("select_metric", "auroc"))
+    select, sign = selection(config, by_loss)
     start_epoch, best_score, best_state, since_best = 0, -np.inf, None, 0
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -298,9 +304,9 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
             seen += len(index)
         train_seconds = time.perf_counter() - started
 
-        val = compute_metrics(labels_numpy(data["val"]), predict(model, data["val"], device))
+        val = compute_metrics(labels_numpy(data["val"]), predict(model, data["val"], device, regression=regression), metrics=metrics_of_task)
         val_loss = validation_loss(model, data["val"], loss_fn, device) if by_loss else None
-        score = -val_loss if by_loss else val[select]
+        score = sign * (val_loss if by_loss else val[select])
         if score > best_score:
             best_score, since_best = score, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -312,7 +318,8 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
             "train_loss": total / max(seen, 1),
             "train_seconds": train_seconds,
             **where,
-            f"best_val_{select}": -best_score if by_loss else best_score,
+            f"best_val_{select}": sign * best_score,
+            "val_objective": score,
             **({"val_loss": val_loss} if by_loss else {}),
             **{f"val_{k}": v for k, v in val.items()},
         }
@@ -320,15 +327,15 @@ def _train_torch(trainable, config: dict, collate, data: dict, session, saved, d
             model.load_state_dict(best_state)
             scored = []  # the test pass is the one whose peak memory is measured
             metrics.update(inference_costs(model, to_device(select_rows(data["test"], slice(0, 256)), device),
-                                           lambda: scored.append(predict(model, data["test"], device)), device))
+                                           lambda: scored.append(predict(model, data["test"], device, regression=regression)), device))
             test_scores = scored[0]
-            test = compute_metrics(labels_numpy(data["test"]), test_scores)
+            test = compute_metrics(labels_numpy(data["test"]), test_scores, metrics=metrics_of_task)
             metrics.update({f"test_{k}": v for k, v in test.items()}, done=True, epochs_trained=epoch + 1)
             if trainable.attributions is not None:
                 metrics.update({f"ig_{m}": float(v) for m, v in trainable.attributions(model, data["test"], device).items()})
             if trainable.summaries is not None:
                 metrics.update({f"summary:{k}": float(v) for k, v in trainable.summaries(model, data["test"], device).items()})
-            extras = score_extra_sets(config, session, collate, lambda part: predict(model, part, device))
+            extras = score_extra_sets(config, session, collate, lambda part: predict(model, part, device, regression=regression))
             report_final(session, metrics, data["test"], test_scores, trainable.export(model) if config.get("save_model") else None, extras)
             return
         if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and not stop:

@@ -8,7 +8,6 @@ null in a profile removes that key of the base (e.g. ``methods: {picme.mlstm: nu
 from __future__ import annotations
 
 import builtins
-
 import copy
 import dataclasses
 import functools
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sweeper.data.schema import MODALITIES, TASK_LABELS
 from sweeper.errors import SweeperError
 from sweeper.plan.protocols import MissingProtocol, SetName, check_drop
+from sweeper.plan.ranking import metric_of
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "specs"
 """The shipped specs: package data, found by name wherever sweeper is installed."""
@@ -149,7 +149,7 @@ class Budgets(_Strict):
     max_epochs: int = Field(20, ge=1, description="epochs a trial may train (ASHA's max_t)")
     grace_period: int = Field(2, ge=1, description="ASHA: epochs before a trial may be stopped")
     reduction_factor: float = Field(3, gt=1, description="ASHA: keep the top 1/reduction_factor at each rung")
-    patience: int = Field(5, ge=1, description="early stop after this many epochs without a better validation AUROC")
+    patience: int = Field(5, ge=1, description="early stop after this many epochs without a better validation metric (sweeper.plan.ranking)")
 
     @model_validator(mode="after")
     def _grace(self):
@@ -210,8 +210,10 @@ class Spec(_Strict):
     metric: Literal["auroc", "auprc"] = Field(
         "auroc", description="validation metric that tunes (Optuna, ASHA), early-stops and picks each cell's best config; ranks the leaderboard"
     )
+    regression_metric: Literal["spearman", "pearson", "mae", "mse"] = Field("spearman", description="the same for los (a regression): "
+                                                                            "spearman, pearson, mae or mse (hours; lower is better)")
     data: DataSpec
-    tasks: list[Literal["ihm", "phenotyping", "los", "multitask"]]
+    tasks: list[Literal["ihm", "phenotyping", "los", "los_gt_7d", "multitask"]]
     modality_subsets: Subsets
     methods: dict[str, MethodSpec]
     budgets: Budgets = Field(default_factory=Budgets)
@@ -225,8 +227,6 @@ class Spec(_Strict):
     def _tasks(cls, tasks):
         if not tasks or len(set(tasks)) != len(tasks):
             raise ValueError("list at least one task, each once")
-        if "los" in tasks:  # the stays carry it; the engine's metrics are classification-only for now
-            raise ValueError("task 'los' is not supported by the sweep engine yet (it needs regression metrics); use ihm or phenotyping")
         return tasks
 
     @field_validator("methods")
@@ -396,5 +396,5 @@ def trial_config(spec: Spec, cell: Cell, params: dict[str, Any]) -> dict[str, An
     """Method defaults, then the spec's fixed values, then the searched ``params``."""
     config = {**cell.trainable.defaults, **spec.methods[cell.method].fixed, **params}
     config.update(dict(cell.axes))
-    config["select_metric"] = spec.metric
+    config["select_metric"] = metric_of(spec, cell.task)
     return config

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from sweeper.errors import SweeperError
-from sweeper.evaluation.leaderboard import write_atomically, display_tables, leaderboard_legend
+from sweeper.evaluation.leaderboard import write_atomically, display_tables, leaderboard_legend, ranking_phrase
+from sweeper.evaluation.metrics import lower_is_better, metric_for
 from sweeper.report.analyses import summary_tables
 from sweeper.report.modality_plots import modality_figures
 from sweeper.report.robustness_plot import robustness_figures
@@ -41,10 +42,11 @@ img { max-width: 100%; }
 """
 
 
-def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
+def write_html_report(run_dir: Path, rank_by=None) -> Path:
     """Write ``<run>/report.html`` from the run's leaderboard and analyses; return its path.
 
-    ``rank_by`` is the spec's ``metric``; when not given it is read from the run's own spec.
+    ``rank_by`` is what the leaderboard ranks each task by: ``{task: metric}`` (``sweeper.plan.ranking.rank_metrics``)
+    or the spec's ``metric``; when not given it is read from the run's ``run.json`` or spec.
     """
     run_dir = Path(run_dir)
     board_path = run_dir / "leaderboard.csv"
@@ -61,10 +63,11 @@ def write_html_report(run_dir: Path, rank_by: str | None = None) -> Path:
         tables = display_tables(board, rank_by)
         for task, rows in board.groupby("task", sort=True):
             parts.append(f"<h2>{html.escape(str(task))}</h2>")
-            parts.append(_image(_ranked_plot(rows, rank_by, str(task))))
-            grid = _subset_method_grid(rows, rank_by)
+            task_metric = metric_for(rank_by, str(task))
+            parts.append(_image(_ranked_plot(rows, task_metric, str(task))))
+            grid = _subset_method_grid(rows, task_metric)
             if grid is not None:
-                parts.append(_image(_grid_plot(grid, rank_by, str(task))))
+                parts.append(_image(_grid_plot(grid, task_metric, str(task))))
             parts.append(tables[str(task)].to_html(index=False, border=0))
             parts += [_image(figure) for figure in modality_figures(run_dir, str(task))]
             parts += [_image(figure) for figure in robustness_figures(run_dir, str(task))]
@@ -114,9 +117,11 @@ def _read_run_info(path: Path) -> dict:
     return info
 
 
-def _rank_metric(run_dir: Path, info: dict) -> str:
-    """The spec's ``metric`` (what the leaderboard is ranked by): from ``run.json``, or, for a run
-    started before it was recorded there, from the run's own ``spec.yaml`` and profile."""
+def _rank_metric(run_dir: Path, info: dict):
+    """What the leaderboard is ranked by: ``run.json``'s ``rank_metrics`` (per task) or ``metric``,
+    or, for a run started before it was recorded there, the run's own ``spec.yaml`` and profile."""
+    if isinstance(info.get("rank_metrics"), dict):
+        return {str(k): str(v) for k, v in info["rank_metrics"].items()}
     if info.get("metric"):
         return str(info["metric"])
     import yaml
@@ -129,14 +134,14 @@ def _rank_metric(run_dir: Path, info: dict) -> str:
     return str(profile.get("metric") or (raw.get("metric") if isinstance(raw, dict) else None) or "auroc")
 
 
-def _header(run_dir: Path, info: dict, board: pd.DataFrame, rank_by: str) -> str:
+def _header(run_dir: Path, info: dict, board: pd.DataFrame, rank_by) -> str:
     facts = {
         "spec": info.get("spec", "?"),
         "profile": info.get("profile") or "default",
         "started": info.get("started", "?"),
         "cells": len(board),
         "tasks": ", ".join(sorted(board["task"].astype(str).unique())) if len(board) else "",
-        "ranked by": f"test {rank_by.upper()} (mean over seeds)",
+        "ranked by": f"test {ranking_phrase(board, rank_by)} (mean over seeds)",
     }
     items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in facts.items())
     return f"<h1>Run {html.escape(run_dir.name)}</h1><ul>{items}</ul>"
@@ -146,7 +151,7 @@ def _ranked_plot(rows: pd.DataFrame, metric: str, task: str):
     """Top cells' mean test metric with the 95% bootstrap CI over test stays, best at the top."""
     from matplotlib.figure import Figure
 
-    top = rows.sort_values(f"{metric}_mean", ascending=False, na_position="last").head(MAX_PLOTTED_CELLS)
+    top = rows.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), na_position="last").head(MAX_PLOTTED_CELLS)
     top = top.iloc[::-1]  # matplotlib draws the first row at the bottom
     mean = top[f"{metric}_mean"].to_numpy(float)
     low = top.get(f"{metric}_boot_low", pd.Series(np.nan, index=top.index)).to_numpy(float)

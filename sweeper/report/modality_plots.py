@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sweeper.evaluation.metrics import lower_is_better
+
 CONTRIBUTIONS_FILE = "modality_contributions.csv"
 BY_SIZE_FILE = "metric_by_size.csv"
 
@@ -55,7 +57,7 @@ def _contribution_plot(frame: pd.DataFrame, task: str):
     from matplotlib.figure import Figure
 
     metric = str(frame["metric"].iloc[0])
-    order = frame.groupby("modality")["contribution"].mean().sort_values(ascending=metric != "brier").index
+    order = frame.groupby("modality")["contribution"].mean().sort_values(ascending=not lower_is_better(metric)).index
     position = {modality: i for i, modality in enumerate(order)}  # best at the top
     series = _series(frame)
     figure = Figure(figsize=(9, 0.45 * len(order) * max(1, len(series)) ** 0.5 + 1.6))

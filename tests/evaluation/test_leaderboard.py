@@ -60,7 +60,8 @@ def test_markdown_has_a_ranked_table_per_task(rows, tmp_path):
     ihm_rows = [line for line in text.split("## phenotyping")[0].splitlines() if line.startswith("| 1 ")]
     assert ihm_rows == [
         "| 1 | medfuse | discharge+radiology | 2 | 0.812 ± 0.010 [0.79, 0.83] | 0.550 ± 0.010 [0.53, 0.57] "
-        "| 0.600 ± 0.010 [0.58, 0.62] | 0.650 ± 0.010 [0.63, 0.67] | 0.700 ± 0.010 [0.68, 0.72] | 3 |"
+        "| 0.600 ± 0.010 [0.58, 0.62] | 0.650 ± 0.010 [0.63, 0.67] | 0.700 ± 0.010 [0.68, 0.72] "
+        "| 0.750 ± 0.010 [0.73, 0.77] | 0.800 ± 0.010 [0.78, 0.82] | 3 |"
     ]
     # One seed: no std to show, the bootstrap CI still is.
     assert "| 1 | slm | discharge+cxr | 2 | 0.780 [0.76, 0.80] |" in text
@@ -113,7 +114,7 @@ def test_markdown_shows_each_cells_paired_difference_from_the_top_cell(tmp_path)
     text = (tmp_path / "leaderboard.md").read_text()
     assert "Δ vs #1" in text and "paired bootstrap" in text
     assert "| n_modalities | " + " | ".join(METRICS) + " | Δ vs #1 | p | n_seeds |" in text  # not taken for sweep axes
-    assert "| 0.700 ± 0.010 [0.68, 0.72] | #1 |  | 3 |" in text
+    assert "| 0.800 ± 0.010 [0.78, 0.82] | #1 |  | 3 |" in text  # the last metric: bss
     assert "| -0.071 [-0.11, -0.03] | 0.002 | 3 |" in text
 
 

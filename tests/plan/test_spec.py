@@ -350,12 +350,32 @@ def test_trial_config_without_axes_has_no_axis_keys(tmp_path):
     assert "train_missing_rate" not in trial_config(spec, cell, {})
 
 
-def test_los_task_is_refused_until_the_engine_has_regression_metrics(tmp_path, capsys):
-    path = tmp_path / "los.yaml"
-    path.write_text(yaml.safe_dump(spec_with(tasks=["los"])))
+def test_los_and_los_gt_7d_are_tasks_ranked_by_their_own_metrics(tmp_path, capsys):
+    from sweeper.engine.phases import objective
+    from sweeper.evaluation.metrics import DEFAULT_REGRESSION_METRIC
+    from sweeper.plan.ranking import rank_metrics
+
+    spec = load_raw(tmp_path, spec_with(tasks=["ihm", "los", "los_gt_7d"]))
+    assert sorted({c.task for c in expand_cells(spec)}) == ["ihm", "los", "los_gt_7d"]
+    assert spec.regression_metric == "spearman" == DEFAULT_REGRESSION_METRIC  # the default
+    assert rank_metrics(spec) == {"ihm": "auroc", "los": "spearman", "los_gt_7d": "auroc"}
+    by_task = {c.task: trial_config(spec, c, {})["select_metric"] for c in expand_cells(spec)}
+    assert by_task == {"ihm": "auroc", "los": "spearman", "los_gt_7d": "auroc"}
+    assert objective(spec) == "val_objective"  # one key for cells ranked by different metrics
+
+    mae = load_raw(tmp_path, spec_with(tasks=["los"], regression_metric="mae"))
+    assert rank_metrics(mae) == {"los": "mae"} and trial_config(mae, expand_cells(mae)[0], {})["select_metric"] == "mae"
+    assert objective(load_raw(tmp_path, spec_with(tasks=["ihm", "los_gt_7d"]))) == "val_auroc"  # unchanged without los
+
+    path = write(tmp_path, spec_with(tasks=["los"]))
+    assert main(["plan", str(path)]) == 0
+
+
+def test_a_regression_metric_that_is_not_one_is_refused_in_one_line(tmp_path, capsys):
+    path = write(tmp_path, spec_with(tasks=["los"], regression_metric="auroc"))
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "tasks" in err[0] and "'los' is not supported" in err[0]
+    assert len(err) == 1 and "regression_metric" in err[0] and "spearman" in err[0]
 
 
 # ---------------------------------------------------------------- method variants, input kinds, metric

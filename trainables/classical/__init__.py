@@ -10,9 +10,13 @@ missing-indicator column per such feature, then standardises.
   ``early_stopping_rounds`` rounds without gain (validation log-loss for several labels).
 Several labels (phenotyping): one model per label (sklearn ``MultiOutputClassifier``) for the
 logistic regression, XGBoost's native multi-label trees.
+Length of stay (``los``, a regression on log1p(hours)): the same pipelines with a regressor —
+ridge regression (``alpha = 1 / C``, so ``C`` keeps its meaning: larger is less regularised) and
+``XGBRegressor`` (squared error, early-stopped on validation RMSE).
 """
 from __future__ import annotations
 
+from sweeper.data.schema import REGRESSION_TASKS
 from trainables.registry import Trainable, register
 
 
@@ -23,6 +27,10 @@ def build_logreg(config: dict, n_outputs: int, seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if config.get("task") in REGRESSION_TASKS:
+        from sklearn.linear_model import Ridge
+
+        return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(), Ridge(alpha=1.0 / float(config["C"])))
     model = LogisticRegression(
         C=float(config["C"]), max_iter=int(config["max_iter"]), random_state=seed,
         class_weight="balanced" if config.get("balanced", True) else None,
@@ -36,14 +44,15 @@ def fit_logreg(estimator, x, y, x_val, y_val) -> None:
 
 
 def build_xgboost(config: dict, n_outputs: int, seed: int):
-    from xgboost import XGBClassifier
+    from xgboost import XGBClassifier, XGBRegressor
 
-    return XGBClassifier(
+    regression = config.get("task") in REGRESSION_TASKS
+    return (XGBRegressor if regression else XGBClassifier)(
         n_estimators=int(config["n_estimators"]), max_depth=int(config["max_depth"]), learning_rate=float(config["learning_rate"]),
         subsample=float(config["subsample"]), colsample_bytree=float(config["colsample_bytree"]),
         min_child_weight=float(config["min_child_weight"]), reg_lambda=float(config["reg_lambda"]),
-        tree_method="hist", eval_metric="aucpr" if n_outputs == 1 else "logloss", early_stopping_rounds=int(config["early_stopping_rounds"]),
-        n_jobs=int(config.get("torch_threads", 1)), random_state=seed,
+        tree_method="hist", eval_metric="rmse" if regression else "aucpr" if n_outputs == 1 else "logloss",
+        early_stopping_rounds=int(config["early_stopping_rounds"]), n_jobs=int(config.get("torch_threads", 1)), random_state=seed,
     )
 
 

@@ -118,4 +118,6 @@ def test_the_spec_runs_one_pretraining_for_both_aligned_heads_and_both_tasks(pro
     jobs = stage_jobs(spec, expand_cells(spec), data_hash="")
     assert [job["stage"] for job in jobs.values()] == ["mga.pretrain"]
     dependents = next(iter(jobs.values()))["dependents"]
-    assert len(dependents) == 4 and all(":mlp" in c or ":lstm" in c for c in dependents), dependents
+    # the aligned static heads (mlp, lstm) and the sequential decoder, on both tasks
+    assert len(dependents) == 6 and all(":mlp" in c or ":lstm" in c or "mga.seq" in c for c in dependents), dependents
+    assert sum("mga.seq" in c for c in dependents) == 2

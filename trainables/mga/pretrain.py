@@ -10,8 +10,12 @@ weights of the epoch with the lowest validation loss (no dropout) are kept, stop
 
 The artifact: ``encoders.pt`` (encoders, tokens and log τ), ``history.json`` (per epoch: train and
 validation loss, τ, anchors), and ``embeddings.npz``: every stay's aligned (unit-norm) embedding per
-modality over all splits, its token where the modality is absent, beside ``present`` and ``split``.
-Dependent trials read the embeddings (frozen) and the tokens (``mga_tokens`` in their config).
+modality over all splits, its token where the modality is absent, beside ``present`` and ``split``;
+when the subset has the time series, also ``timeseries_hourly`` [n, hours · d]: the time-series
+encoder's unit-norm output after each hour (the LSTM's state at hour h through the same projection;
+the last hour's is the stay's embedding; zeros where the stay has no series), the per-event
+embeddings of ``mga.seq``. Dependent trials read the embeddings (frozen) and the tokens
+(``mga_tokens`` in their config).
 """
 from __future__ import annotations
 
@@ -67,6 +71,15 @@ class AlignedEncoders(nn.Module):
                 z[rows] = self.encoders[m](data[m][pick.numpy()] if isinstance(data[m], np.ndarray) else data[m][pick])
             slots.append(z)
         return torch.stack(slots, dim=1)
+
+
+HOURLY = "timeseries_hourly"
+
+
+def hourly_embeddings(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """[n, hours, d]: a ``TimeseriesLSTM``'s projected state after each hour (its output is the last one)."""
+    states, _ = encoder.lstm(x)
+    return encoder.proj(states)
 
 
 def _batches(n: int, size: int, generator=None) -> list[torch.Tensor]:
@@ -156,6 +169,13 @@ def _write_artifact(folder: str, model: AlignedEncoders, data: dict, state: dict
                 zhat = F.normalize(model.embed(part, index, part["present"][index]), dim=-1)
                 for j, m in enumerate(model.modalities):
                     blocks[m].append(zhat[:, j].numpy())
+                if "timeseries" in model.modalities:
+                    rows = part["present"][index][:, model.modalities.index("timeseries")]
+                    x = part["timeseries"][index]
+                    hourly = torch.zeros(len(index), x.shape[1], model.tokens.shape[1])
+                    if rows.any():
+                        hourly[rows] = F.normalize(hourly_embeddings(model.encoders["timeseries"], x[rows]), dim=-1)
+                    blocks.setdefault(HOURLY, []).append(hourly.reshape(len(index), -1).numpy())
         embeddings = {m: np.concatenate(b)[order].astype(np.float32) for m, b in blocks.items()}
     present = torch.cat([data[s]["present"] for s in splits]).numpy()[order]
     split = np.concatenate([np.full(len(data[s]["stay_id"]), s) for s in splits])[order]

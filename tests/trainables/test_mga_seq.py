@@ -164,6 +164,29 @@ def test_lora_adapters_train_while_the_language_model_stays_frozen(synth_stays):
     model.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.allclose(fresh(batch)["logits"], model(batch)["logits"], atol=1e-6)
+    last = _model(collate, seq_loss="last").train()
+    assert last(batch)["logits"].shape == (32, 1)  # seq_loss: last — the last [PREDICT] only
+
+
+def test_the_pretraining_artifact_holds_per_hour_series_embeddings(synth_stays, in_memory_session):
+    from trainables.mga.pretrain import read_artifact
+    from sweeper.data.schema import read_manifest
+    from trainables import registry
+
+    session = in_memory_session(synth_stays)
+    config = {**registry.get("mga.seq").defaults, **TINY, "method": "mga.seq", "task": "ihm", "modalities": ["timeseries", "demographics"],
+              "seed": 0, "stage": "mga.pretrain", "manifest": read_manifest(synth_stays), "pretrain_epochs": 1, "max_epochs": 1, "patience": 1}
+    run_training(config, session)
+    features = read_artifact(str(session.artifact))["features"]
+    ids, stay = features["timeseries"]
+    hourly_ids, hourly = features["timeseries_hourly"]
+    assert list(hourly_ids) == list(ids) and hourly.shape == (len(ids), 48 * 16)
+    with np.load(session.artifact / "embeddings.npz") as saved:
+        has = saved["present"][:, 0].astype(bool)
+    hours = hourly.reshape(len(ids), 48, 16)
+    assert np.allclose(np.linalg.norm(hours[has], axis=2), 1.0, atol=1e-5) and (hours[~has] == 0).all()
+    assert np.allclose(hours[has, -1], stay[has], atol=1e-5)  # after the last hour: the stay's aligned embedding
+    assert not np.allclose(hours[has, 0], stay[has], atol=1e-2)
 
 
 @pytest.fixture(scope="module")

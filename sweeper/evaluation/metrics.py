@@ -29,7 +29,9 @@ Calibration (per label, macro-averaged like Brier):
   of |mean label − mean score|. Under weights a stay's copies fill consecutive positions of the
   sorted resample, so its weight is split between the bins they fall in: the same bins as
   ``array_split`` of the resampled array, still scored for all resamples at once (cumulative sums
-  read at the bin edges), so the bootstrap keeps its speed.
+  read at the bin edges), so the bootstrap stays vectorised: 1000 resamples of 300 stays × 3 seeds
+  took 0.41 s without ACE and BSS and 0.63 s with them (binary), 6.2 s and 12.3 s for 25 labels
+  (``bootstrap_ci``, measured with the test suite running beside it).
 - ``bss``, Brier skill score: 1 − Brier / (p (1 − p)), p the (weighted) prevalence of the stays
   scored, p (1 − p) the Brier score of always predicting p; NaN when only one class is present.
   tests/evaluation/test_calibration_metrics.py checks both against hand computations.
@@ -280,14 +282,13 @@ def adaptive_calibration_error(positive: np.ndarray, sorted_scores: np.ndarray, 
     shift = (np.arange(n_rows) * (total.max(initial=0.0) + 1.0))[:, None]
     holder = np.searchsorted((ends + shift).ravel(), (edges + shift).ravel(), side="right").reshape(edges.shape)
     holder -= n * np.arange(n_rows)[:, None]
-    starts = np.concatenate([ends - weights, total[:, None]], axis=1)  # padded: the end holds the edge W
+    # F(t) = F(C_i) − v_i (C_i − t) inside stay i's interval; the edge W (holder n) is the last stay's end.
+    holder = np.minimum(holder, n - 1)
+    end_at = np.take_along_axis(ends, holder, axis=1)
 
     def cumulative(values: np.ndarray) -> np.ndarray:  # F at every edge, [R, n_bins + 1]
-        weighted = weights * values
-        before = np.concatenate([np.cumsum(weighted, axis=1) - weighted, weighted.sum(axis=1, keepdims=True)], axis=1)
-        padded = np.append(values, 0.0)
-        at = np.take_along_axis(before, holder, axis=1)
-        return at + padded[holder] * (edges - np.take_along_axis(starts, holder, axis=1))
+        at = np.take_along_axis(np.cumsum(weights * values, axis=1), holder, axis=1)
+        return at - values[holder] * (end_at - edges)
 
     mass = np.diff(edges, axis=1)
     gap = np.abs(np.diff(cumulative(positive.astype(float)), axis=1) - np.diff(cumulative(sorted_scores), axis=1))

@@ -1,8 +1,8 @@
 """Regression metrics of a length-of-stay task (``los``), weighted like ``sweeper.evaluation.metrics``.
 
 Labels and predictions are log1p(hours): the model is trained on that scale (MSE loss) and its single
-output is the prediction of log1p(hours). Every metric is reported on hours, as paper 001 does
-(../shared/design/METHODS.md §2): both are turned back with ``expm1`` first.
+output is the prediction of log1p(hours). Every metric is reported on hours, as the masked global
+alignment paper does (docs/methods.md, "Length of stay"): both are turned back with ``expm1`` first.
 
 - ``mse``: mean squared error in hours²; ``mae``: mean absolute error in hours (lower is better);
 - ``pearson``: Pearson's r between predicted and actual hours; ``spearman``: Spearman's ρ (the

@@ -273,6 +273,7 @@ def test_attention_export_and_removal_protocol_tables(order_runs):
     for note in ("discharge", "radiology"):
         assert by_removed.loc[note, "delta_auroc"] < -0.2, by_removed
         assert by_removed.loc[note, "n_affected"] > 50
+    assert by_removed.drop("none")["n_affected"].nunique() == 1  # every order stay has all three modalities
     summary = analyses["mga_seq_removal"].summary
     assert "delta_auroc" in summary.columns and len(summary) == 3
 

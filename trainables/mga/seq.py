@@ -158,7 +158,7 @@ class SeqDecoder(nn.Module):
         is_event = (position[None] % 2 == 0) & ~empty[:, None]
         kind = torch.where(is_event, modality.gather(1, order).repeat_interleave(2, dim=1), torch.full_like(valid, PREDICT, dtype=torch.long))
         kind = kind.masked_fill(~valid, PAD)
-        times = time.gather(1, order).repeat_interleave(2, dim=1).masked_fill(~valid, float("nan"))
+        times = time.gather(1, order).repeat_interleave(2, dim=1).masked_fill(empty[:, None], 0.0).masked_fill(~valid, float("nan"))
         length = max(2 * int(count.max()) if len(count) else 0, 1)
         slots_p = torch.arange(events, device=tokens.device)
         predict_at = torch.where(empty[:, None], torch.zeros_like(slots_p)[None], 2 * slots_p[None] + 1).clamp(max=length - 1)

@@ -12,8 +12,8 @@
   ``removal|none|attn|<token>``, beside the AUROC of the full sequences ``removal|none|auroc``.
 - **Modality removal** (``removal_protocol: true``): for each modality of the subset, its events are
   removed from every test sequence (a stay left with none is a lone [PREDICT]); the same numbers
-  under ``removal|<modality>|…`` and ``removal|<modality>|n_affected`` (the test stays that had an
-  event of it).
+  under ``removal|<modality>|…`` and ``removal|<modality>|n_affected`` (the test stays whose
+  sequence held an event of it).
 
 ``seq_analyses`` turns the run's summaries (mean over seeds) into ``analyses/mga_seq_attention.csv``
 (the exported attention, position by position) and ``analyses/mga_seq_removal.csv`` (``mga_seq_scratch_*``
@@ -94,8 +94,8 @@ def seq_summaries(model, data: dict, device) -> dict[str, float]:
             removed = present.clone()
             removed[:, j] = False
             traced = _trace_all(model, {**data, "present": removed}, device)
-            had = (data["ev_modality"] == j) & data["tok_mask"].bool() & present[:, j : j + 1]
-            out[SEP.join(("removal", name, "n_affected"))] = float(had.any(dim=1).sum())
+            had = sum(bool((kind == j).any()) for _, kind, _ in full["traces"])  # stays whose sequence held one of its events
+            out[SEP.join(("removal", name, "n_affected"))] = float(had)
         auroc = _auroc(labels, traced["logits"])
         if auroc is not None:
             out[SEP.join(("removal", name, "auroc"))] = auroc

@@ -8,6 +8,8 @@ Before the tune phase the driver
    stage config, data hash), however many cells, tasks, trials and seeds depend on it: the
    ``pretrain`` phase, one Tune trial per artifact. Artifacts land in ``<run>/artifacts/<stage>/``
    with an ``index.json`` saying which cells read each one.
+Then it runs the same frozen text encoders over each external cohort's notes (``data.external``,
+:func:`external_features`), which only final trials read.
 Embeddings go into the object store once; each trial gets references to its cell's.
 """
 from __future__ import annotations
@@ -53,11 +55,19 @@ def check_text_encoders(spec: Spec, spec_file: Path) -> None:
                 raise SweeperError(f"{spec_file}: methods.{method}.fixed: {err}") from None
 
 
-def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root: Path, progress, run_dir: Path) -> dict[str, dict]:
+def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root: Path, progress, run_dir: Path,
+                  cohort: str | None = None) -> dict[str, dict]:
     """cell id → {text modality: ObjectRef of (ids, matrix)} for cells whose text encoder is frozen,
     and {``expert:<modality>:<name>``: ObjectRef} for cells that read experts (one ``ray.put`` per expert).
     ``<run>/embeddings.json`` records, per encoder and modality, the stays and the forward passes
-    this run spent (0 when the cache had them)."""
+    this run spent (0 when the cache had them).
+
+    ``cohort``: ``stays`` is that external cohort (``ext_<name>``), not the run's own stays: the same
+    frozen encoders run over its stays through the same cache (keyed by its own content hash), its
+    records are added to ``embeddings.json`` with ``cohort`` set, and the experts of a cell that reads
+    them (some fitted on the training split) are skipped, so such a cell gets none of its features."""
+    import types
+
     import ray
 
     from sweeper.encode.embeddings import last_forward_passes, text_embeddings
@@ -65,8 +75,12 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
     refs: dict[tuple, object] = {}
     record: list[dict] = []
     out: dict[str, dict] = {}
+    if cohort is not None:  # its progress lines say whose stays they are
+        progress = types.SimpleNamespace(say=lambda line, say=progress.say: say(line.replace("[embed]", f"[embed {cohort}]", 1)))
     for cell in cells:
         config = base_configs[cell.cell_id]
+        if "experts" in config and cohort is not None:
+            continue
         if "experts" in config:  # several frozen experts per modality (MedMIX): the same cache, one entry per expert
             from sweeper.encode.experts import cell_experts, expert_embeddings
 
@@ -92,8 +106,32 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
                 record.append({"encoder": encoder, "max_length": key[1], "modality": modality, "stays": len(ids), "forward_passes": passes})
                 refs[key] = ray.put((ids, matrix))
             out.setdefault(cell.cell_id, {})[modality] = refs[key]
+    if record and cohort is not None:  # beside the run's own records, replacing this cohort's older ones
+        path = run_dir / "embeddings.json"
+        kept = [r for r in (json.loads(path.read_text()) if path.is_file() else []) if r.get("cohort") != cohort]
+        record = kept + [{**r, "cohort": cohort} for r in record]
     if record:
         (run_dir / "embeddings.json").write_text(json.dumps(record, indent=2))
+    return out
+
+
+def external_features(cells: list[Cell], context, own: dict, external: dict, cache_root: Path, progress, run_dir: Path) -> dict[str, dict]:
+    """cell id → {``ext_<name>``: {key: ObjectRef of (ids, matrix)}}: each external cohort's stays
+    through the frozen encoders :func:`text_features` ran for the run's own stays (``own``), once per
+    cohort and encoder config. A key is kept only while the cell still reads ``own``'s matrix under
+    it (after ``run_stages``: a frozen pre-training stage's embeddings replace it, and the cohort
+    has none of those), so a final trial swaps like for like or does not score the cohort."""
+    from sweeper.loop.extra_sets import EXTERNAL_PREFIX
+
+    out: dict[str, dict] = {}
+    wanted = [cell for cell in cells if own.get(cell.cell_id)]
+    for name, folder in external.items():
+        found = text_features(wanted, context.base_configs, Path(folder), cache_root, progress, run_dir, cohort=EXTERNAL_PREFIX + name)
+        for cell_id, refs in found.items():
+            reads = context.features.get(cell_id, {})
+            kept = {key: ref for key, ref in refs.items() if key in reads and reads[key] is own[cell_id].get(key)}
+            if kept:
+                out.setdefault(cell_id, {})[EXTERNAL_PREFIX + name] = kept
     return out
 
 

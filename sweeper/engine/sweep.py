@@ -25,7 +25,7 @@ from sweeper.engine.phases import final_phase, objective, tune_phase
 from sweeper.engine.rundir import RunOptions, pick_profile, resolve_run_dir, run_info, save_run_files
 from sweeper.engine.signals import signal_name, signals_interrupt
 from sweeper.engine.session import RaySession, cluster_has_gpu, local_cluster_resources, materialize
-from sweeper.engine.stages import check_text_encoders, run_stages, text_features
+from sweeper.engine.stages import check_text_encoders, external_features, run_stages, text_features
 from sweeper.engine.trial import TrialContext
 from sweeper.errors import Interrupted, SweeperError
 from sweeper.plan.plan import trial_slots
@@ -79,8 +79,10 @@ def _sweep(run_dir: Path, spec: Spec, profile: str | None, options: RunOptions, 
         progress.say(f"trial runtime: {runtime}" + (" (one Ray Train job per trial)" if runtime == "train" else " (the loop in reused Tune trial actors)"))
         context = dataclasses.replace(trial_context(spec, cells, stays, manifest, run_dir), runtime=runtime)
         cache_root = Path(options.results).absolute() / ".cache" / "embeddings"
-        context = dataclasses.replace(context, features=text_features(cells, context.base_configs, stays, cache_root, progress, run_dir))
-        context = run_stages(spec, cells, context, run_dir, slots, options.resume, progress)
+        own = text_features(cells, context.base_configs, stays, cache_root, progress, run_dir)
+        context = run_stages(spec, cells, dataclasses.replace(context, features=own), run_dir, slots, options.resume, progress)
+        extra = external_features(cells, context, own, spec.data.external, cache_root, progress, run_dir)
+        context = dataclasses.replace(context, extra_features=extra)
         best = tune_phase(spec, cells, context, run_dir, slots, options.resume, progress)
         results = final_phase(spec, cells, best, context, run_dir, slots, options.resume, progress)
         write_outputs(spec, cells, best, results, run_dir, stays_dir=stays)

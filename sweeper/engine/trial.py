@@ -46,6 +46,9 @@ class TrialContext:
     # Extra test sets of the final trials (sweeper.loop.extra_sets): set -> {"external": True} (its
     # dataset in ``datasets`` under the set's name) or a missing-modality protocol {drop, rate, seed}.
     extra_sets: dict = dataclasses.field(default_factory=dict)
+    # cell_id -> {external set: {key: ObjectRef of (ids, matrix)}}: the external cohort's own
+    # embeddings of what the cell reads precomputed (``stages.external_features``).
+    extra_features: dict = dataclasses.field(default_factory=dict)
 
 
 def trial_run(config: dict) -> dict:
@@ -84,6 +87,7 @@ def loop_config_of(config: dict, context: TrialContext) -> dict:
         "torch_threads": max(1, int(context.cpus_per_worker)),
         "features": context.features.get(cell.cell_id, {}),
         "extra_sets": context.extra_sets if final else {},
+        "extra_features": context.extra_features.get(cell.cell_id, {}) if final else {},
     }
     if config.get("stage"):
         loop_config["stage"] = config["stage"]

@@ -3,12 +3,19 @@ predictions beside the test ones (``predictions.<set>.parquet`` in the final che
 
 - external cohorts (``data.external``), set ``ext_<name>``: every stay of another stays folder,
   read by the driver as the training cohort's model reads it (``sweeper.data.external.read_external``)
-  and handed to the trial as one more dataset;
+  and handed to the trial as one more dataset. A cell that reads precomputed embeddings (a frozen
+  text encoder's notes) reads the cohort's own: the driver runs the same encoder over the cohort's
+  notes through the same encode-once cache, keyed by the cohort's content hash
+  (``sweeper.engine.stages.external_features``), and hands them over as ``extra_features[set]``;
+  :func:`external_collate` swaps them in key for key;
 - missing-modality protocols (``final.test_missing``), set ``miss_<name>``: the test split again,
   with modalities hidden by a seeded protocol before collation (``sweeper.data.corrupt``).
 
-A set none of whose stays has a modality of the cell (or whose stays lack the precomputed
-embeddings the cell reads) is not scored, and its leaderboard columns stay empty.
+A modality the external cohort lacks is absent for every stay (never zero-filled), as is a note a
+stay lacks. A set none of whose stays has a modality of the cell is not scored, nor an external
+cohort of a cell that reads embeddings the driver cannot compute for another cohort (a pre-training
+stage's, or experts fitted on the training split): its leaderboard columns stay empty. The training
+cohort's embeddings are never looked up by another cohort's stay ids (two cohorts may share ids).
 """
 from __future__ import annotations
 
@@ -36,7 +43,9 @@ def score_extra_sets(config: dict, session, collate, score: Callable[[dict], np.
     out = {}
     for name, what in (config.get("extra_sets") or {}).items():
         if what.get("external"):
-            source, used = session.dataset(name), collate
+            source, used = session.dataset(name), external_collate(collate, config, name)
+            if used is None:
+                continue
         else:
             protocol = Protocol(str(what["drop"]), float(what["rate"]), int(what.get("seed", 0)))
             source, used = session.dataset("test"), CorruptedCollate(collate, protocol)
@@ -46,3 +55,30 @@ def score_extra_sets(config: dict, session, collate, score: Callable[[dict], np.
             continue
         out[name] = (data, score(data))
     return out
+
+
+def external_collate(collate, config: dict, name: str):
+    """``collate`` for external set ``name``: each precomputed feature the cell reads replaced by the
+    cohort's own under the same key (``config["extra_features"][name]``); ``collate`` itself when
+    the cell reads none, None when the driver gave the cohort not all of them."""
+    import copy
+
+    import ray
+
+    if not collate.features:
+        return collate
+    own = (config.get("extra_features") or {}).get(name) or {}
+    if set(collate.features) - set(own):
+        return None
+    features = {}
+    for key, (_, matrix) in collate.features.items():
+        value = own[key]
+        ids, theirs = ray.get(value) if isinstance(value, ray.ObjectRef) else value
+        if theirs.shape[1:] != matrix.shape[1:]:
+            if len(ids):  # not the same extractor's output: never fed to the model
+                return None
+            theirs = np.zeros((0, *matrix.shape[1:]), dtype=np.float32)  # no stay of the cohort has it
+        features[key] = (ids, theirs)
+    used = copy.copy(collate)
+    used.features = features
+    return used

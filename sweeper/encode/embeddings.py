@@ -158,29 +158,37 @@ def text_embeddings(
     cache_root: str | Path = DEFAULT_CACHE_ROOT,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    chunks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(stay ids [n] str, pooled embeddings [n, hidden] float32) of the stays with a present note.
 
     Rows are sorted by ``stay_id``. A cache hit runs no encoder; a miss encodes the notes with a
     frozen ``HFTextEncoder`` in batches of ``batch_size`` and stores them. ``progress(done, total)``
     is called after each batch. ``encoder``: a name ``sweeper.encode.text.resolve_text_model`` accepts.
+    ``chunks``: read each note whole, as the mean of its chunks' embeddings (``HFTextEncoder.pooled_chunks``,
+    ``max_length`` unused) instead of truncating at ``max_length``; its own cache key.
     """
     text_column(modality)
     config = {"model": encoder, "max_length": int(max_length), "pooling": "mean", "lora": None}
+    if chunks:
+        config.update(max_length=None, chunks="mean")
 
     def compute(manifest):
         import torch
 
         ids, texts = _present_notes(stays_dir, manifest, modality)
         model = _frozen_encoder(encoder, int(max_length))
-        passes_before, chunks = model.forward_passes, []
+        passes_before, parts = model.forward_passes, []
         with torch.inference_mode():
             for begin in range(0, len(texts), batch_size):
-                chunks.append(model.pooled(texts[begin:begin + batch_size]).float().cpu().numpy())
+                part = texts[begin:begin + batch_size]
+                pooled = model.pooled_chunks(part, batch_size) if chunks else model.pooled(part)
+                parts.append(pooled.float().cpu().numpy())
                 if progress is not None:
                     progress(min(begin + batch_size, len(texts)), len(texts))
         dim = model.model.config.hidden_size
-        vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
+        vectors = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
         return ids, vectors, model.forward_passes - passes_before
 
-    return cached_embeddings(stays_dir, modality, text_model_id(encoder, None, max_length), config, compute, cache_root, what="notes")
+    identity = text_model_id(encoder, None, max_length, chunks=chunks)
+    return cached_embeddings(stays_dir, modality, identity, config, compute, cache_root, what="notes")

@@ -116,9 +116,12 @@ def load_text_model(name: str, lora: dict | None = None):
     return tokenizer, get_peft_model(model, LoraConfig(**config))
 
 
-def text_model_id(name: str, lora: dict | None = None, max_length: int = 128) -> str:
-    """A stable, folder-safe id: the model's short name plus a hash of everything that changes its output."""
+def text_model_id(name: str, lora: dict | None = None, max_length: int = 128, chunks: bool = False) -> str:
+    """A stable, folder-safe id: the model's short name plus a hash of everything that changes its output
+    (``chunks``: the note read whole in chunks, ``HFTextEncoder.pooled_chunks``, whatever ``max_length``)."""
     config = {"model": name, "lora": lora_config(lora), "max_length": int(max_length), "pooling": "mean"}
+    if chunks:
+        config.update(max_length=None, chunks="mean")
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     short = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.rstrip("/\\")).name or name)[:60]
     return f"{short}-{digest}"
@@ -140,6 +143,7 @@ class HFTextEncoder(nn.Module):
         self.proj = nn.Linear(hidden, d) if d is not None else nn.Identity()
         self.forward_passes = 0
         """Model forward calls so far, one per batch of notes (tests count them)."""
+        self.chunk_length = chunk_length(self.tokenizer, self.model)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -159,5 +163,42 @@ class HFTextEncoder(nn.Module):
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
+    def pooled_chunks(self, texts, batch_size: int = 32) -> torch.Tensor:
+        """[N, hidden]: each note's whole text as the mean of its chunks' pooled embeddings (the SLM
+        paper's 512-token chunks averaged, instead of truncating at ``max_length``). The tokenizer cuts
+        a note's word pieces into consecutive chunks of ``chunk_length`` tokens, special tokens
+        included (510 word pieces + [CLS] and [SEP] for all-MiniLM-L6-v2); a note of one chunk gets
+        exactly ``pooled``'s embedding. Chunks of all notes run ``batch_size`` at a time."""
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        device = next(self.model.parameters()).device
+        if not texts:
+            return torch.zeros(0, self.model.config.hidden_size, device=device)
+        chunks = self.tokenizer(texts, truncation=True, max_length=self.chunk_length, return_overflowing_tokens=True, stride=0)
+        owner = torch.as_tensor(chunks["overflow_to_sample_mapping"], device=device)
+        by_length = sorted(range(len(owner)), key=lambda i: len(chunks["input_ids"][i]))  # batches of like lengths: little padding
+        owner = owner[torch.as_tensor(by_length, device=device)]
+        pooled = []
+        for start in range(0, len(owner), batch_size):
+            ids = [chunks["input_ids"][i] for i in by_length[start:start + batch_size]]
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+                hidden = self.model(**batch).last_hidden_state
+            self.forward_passes += 1
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9))
+        embeddings = torch.cat(pooled)
+        sums = torch.zeros(len(texts), embeddings.shape[1], dtype=embeddings.dtype, device=device).index_add_(0, owner, embeddings)
+        return sums / torch.bincount(owner, minlength=len(texts)).unsqueeze(1).to(embeddings.dtype)
+
     def forward(self, texts) -> torch.Tensor:
         return self.proj(self.pooled(texts))
+
+
+def chunk_length(tokenizer, model) -> int:
+    """Tokens per chunk of ``pooled_chunks``: the tokenizer's ``model_max_length``, capped by the
+    model's position embeddings (a tokenizer without a limit reports ~1e30). all-MiniLM-L6-v2: 512
+    (sentence-transformers trained it on 256-token inputs; its position embeddings take 512, the
+    chunk size of the SLM paper)."""
+    limits = [int(min(tokenizer.model_max_length, 2**31)), int(getattr(model.config, "max_position_embeddings", 0) or 0)]
+    limits = [n for n in limits if 0 < n < 2**31]
+    return min(limits) if limits else 512

@@ -45,6 +45,11 @@ def check_text_encoders(spec: Spec, spec_file: Path) -> None:
             except SweeperError as err:
                 raise SweeperError(f"{spec_file}: methods.{method}.fixed.text_encoder: {err}") from None
         config = {**registry.get(method).defaults, **options.fixed}
+        if "cxr_encoder" in config:  # the SLM features' CXR expert
+            from sweeper.encode.cxr_series import cxr_encoders
+
+            if str(config["cxr_encoder"]) not in cxr_encoders():
+                raise SweeperError(f"{spec_file}: methods.{method}.fixed.cxr_encoder: {config['cxr_encoder']!r} is not one of {', '.join(cxr_encoders())}")
         if "experts" in config:  # every expert and teacher named exists for its modality, with known options
             from sweeper.encode.experts import cell_experts
 
@@ -58,7 +63,9 @@ def check_text_encoders(spec: Spec, spec_file: Path) -> None:
 def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root: Path, progress, run_dir: Path,
                   cohort: str | None = None) -> dict[str, dict]:
     """cell id → {text modality: ObjectRef of (ids, matrix)} for cells whose text encoder is frozen,
-    and {``expert:<modality>:<name>``: ObjectRef} for cells that read experts (one ``ray.put`` per expert).
+    and {``expert:<modality>:<name>``: ObjectRef} for cells that read experts (one ``ray.put`` per expert),
+    and {``cxr_series:<expert>``: ObjectRef} for cells whose ``cxr_encoder`` names a CXR expert (the
+    SLM features: every image of a stay, ``sweeper.encode.cxr_series``); ``text_chunks`` reads notes whole.
     ``<run>/embeddings.json`` records, per encoder and modality, the stays and the forward passes
     this run spent (0 when the cache had them).
 
@@ -70,6 +77,8 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
 
     import ray
 
+    from sweeper.encode.cxr_series import PIXELS, cxr_series_embeddings
+    from sweeper.encode.cxr_series import feature_key as cxr_feature_key
     from sweeper.encode.embeddings import last_forward_passes, text_embeddings
 
     refs: dict[tuple, object] = {}
@@ -94,16 +103,27 @@ def text_features(cells: list[Cell], base_configs: dict, stays: Path, cache_root
                     refs[ref] = ray.put((ids, matrix))
                 out.setdefault(cell.cell_id, {})[key] = refs[ref]
             continue
+        cxr = str(config.get("cxr_encoder") or PIXELS)
+        if cxr != PIXELS and "cxr" in cell.modalities:  # every image of a stay through a CXR expert (the SLM features)
+            options = dict((config.get("expert_options") or {}).get(cxr) or {})
+            ref = ("cxr_series", cxr, json.dumps(options, sort_keys=True))
+            if ref not in refs:
+                ids, matrix = cxr_series_embeddings(stays, cxr, options, cache_root)
+                passes = last_forward_passes()
+                progress.say(f"[embed] cxr series, expert {cxr}: {len(ids)} stays, " + (f"{passes} forward passes" if passes else "read from the cache"))
+                record.append({"encoder": cxr, "modality": "cxr", "series": True, "options": options, "stays": len(ids), "forward_passes": passes})
+                refs[ref] = ray.put((ids, matrix))
+            out.setdefault(cell.cell_id, {})[cxr_feature_key(cxr)] = refs[ref]
         encoder = text_encoder_of(config)
         if encoder == BAG or config.get("text_lora_r"):
             continue
         for modality in (m for m in cell.modalities if m in TEXT_MODALITIES):
-            key = (encoder, int(config.get("text_max_length", 128)), modality)
+            key = (encoder, int(config.get("text_max_length", 128)), bool(config.get("text_chunks")), modality)
             if key not in refs:
-                ids, matrix = text_embeddings(stays, modality, encoder=encoder, max_length=key[1], cache_root=cache_root)
+                ids, matrix = text_embeddings(stays, modality, encoder=encoder, max_length=key[1], cache_root=cache_root, chunks=key[2])
                 passes = last_forward_passes()
                 progress.say(f"[embed] {modality} notes, {encoder}: {len(ids)} stays, " + (f"{passes} forward passes" if passes else "read from the cache"))
-                record.append({"encoder": encoder, "max_length": key[1], "modality": modality, "stays": len(ids), "forward_passes": passes})
+                record.append({"encoder": encoder, "max_length": key[1], "chunks": key[2], "modality": modality, "stays": len(ids), "forward_passes": passes})
                 refs[key] = ray.put((ids, matrix))
             out.setdefault(cell.cell_id, {})[modality] = refs[key]
     if record and cohort is not None:  # beside the run's own records, replacing this cohort's older ones

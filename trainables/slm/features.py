@@ -10,11 +10,16 @@ Sources, each present or not per stay:
   number of observations (sum of |diff|, peaks) are log1p-compressed. An unobserved series is zeros.
 - ``cxr_latest`` and ``cxr_mean``: the latest chest X-ray and the time-weighted mean of all of the
   stay's X-rays, ``w_j = (t_j - min t) / max t`` normalised to sum to one (the paper's weights do not,
-  and give a single image weight 0: it falls back to the latest image). No pretrained CXR encoder
-  runs offline here, so an image's embedding is its pixels average-pooled to ``CXR_SIDE`` squared,
-  centred; a cached frozen image encoder can replace it later.
+  and give a single image weight 0: it falls back to the latest image; ``sweeper.encode.cxr_series``).
+  Each image's embedding comes from the frozen CXR expert the method names in ``cxr_encoder``
+  (default ``effnet_lite0``: EfficientNet-Lite0 with ImageNet weights; ``cnn``: the frozen random
+  CNN), which the engine runs once per image into the embedding cache and hands over as the
+  ``cxr_series:<expert>`` feature; with ``cxr_encoder: pixels`` (or a collate given no such
+  feature) an image's embedding is its pixels average-pooled to ``CXR_SIDE`` squared, centred.
 - ``radiology`` and ``discharge``: the note's embedding from the run's frozen text encoder when
-  the method sets ``text_encoder`` (the engine's embedding cache), else its hashed bag of words.
+  the method sets ``text_encoder`` (the engine's embedding cache; with ``text_chunks: true``, the
+  default here, the whole note as the mean of its 512-token chunks' embeddings), else its hashed
+  bag of words.
 - ``demographics``: the encoded descriptors.
 
 ``features`` is every source concatenated (what a per-task XGBoost reads), ``source_present`` says
@@ -27,6 +32,7 @@ import io
 import numpy as np
 
 from sweeper.data.inputs import InputKind, register_input_kind
+from sweeper.encode.cxr_series import cxr_weights, image_times, latest_and_mean  # noqa: F401 - cxr_weights: the rule, re-exported
 
 STATISTICS = (
     "mean", "variance", "min", "max", "mean_diff", "mean_abs_diff", "max_diff", "sum_abs_diff", "last_minus_first", "peaks_above_median", "trend",
@@ -36,6 +42,9 @@ LAB_SERIES = frozenset({
     "PaCO2", "PaO2", "pH", "Platelets", "TroponinI", "TroponinT", "WBC",
 })
 CXR_SIDE = 8
+FEATURE_DEFAULTS = {"cxr_encoder": "effnet_lite0", "text_chunks": True}
+"""What both SLM methods read unless the spec says otherwise: each CXR through EfficientNet-Lite0
+(ImageNet weights), and each note whole, its chunks' embeddings averaged (the engine computes both once)."""
 
 
 def series_statistics(values, times) -> np.ndarray:
@@ -73,7 +82,9 @@ def source_layout(collate) -> dict[str, tuple[int, int]]:
         groups = series_groups(manifest.timeseries.features)
         widths.update({g: len(idx) * len(STATISTICS) for g, idx in groups.items()})
     if "cxr" in collate.modalities:
-        widths.update(cxr_latest=CXR_SIDE * CXR_SIDE, cxr_mean=CXR_SIDE * CXR_SIDE)
+        key = cxr_feature(collate)
+        width = collate.features[key][1].shape[1] // 2 if key else CXR_SIDE * CXR_SIDE
+        widths.update(cxr_latest=width, cxr_mean=width)
     for note in ("radiology", "discharge"):
         if note in collate.modalities:
             widths[note] = collate.tensor_shapes()[note][0]
@@ -84,6 +95,15 @@ def source_layout(collate) -> dict[str, tuple[int, int]]:
         layout[name] = (start, start + width)
         start += width
     return layout
+
+
+def cxr_feature(collate) -> str | None:
+    """The key of the precomputed ``[latest ‖ time-weighted mean]`` CXR embeddings the engine gave
+    the collate (``sweeper.encode.cxr_series``), or None: the pixels are pooled here."""
+    keys = [k for k in collate.features if str(k).startswith("cxr_series:")]
+    if len(keys) > 1:
+        raise ValueError(f"slm.sources: several CXR encoders given ({', '.join(sorted(keys))}); a method reads one")
+    return keys[0] if keys else None
 
 
 def series_groups(features) -> dict[str, list[int]]:
@@ -104,8 +124,11 @@ def build_sources(collate, batch, present) -> dict[str, np.ndarray]:
             features[:, start:stop] = stats
             source_present[:, names.index(group)] = rows
     if "cxr" in collate.modalities:
-        rows = collate.rows(present, "cxr")
-        latest, mean = _cxr_sources(batch, rows)
+        rows, key = collate.rows(present, "cxr"), cxr_feature(collate)
+        if key:
+            latest, mean = np.split(collate._lookup(np.asarray(batch["stay_id"]).astype(str), key, rows), 2, axis=1)
+        else:
+            latest, mean = _cxr_sources(batch, rows)
         for name, value in (("cxr_latest", latest), ("cxr_mean", mean)):
             features[:, slice(*layout[name])] = value
             source_present[:, names.index(name)] = rows
@@ -192,18 +215,6 @@ def image_embedding(png: bytes) -> np.ndarray:
     return np.asarray(image, np.float32).reshape(-1) / 255.0 - 0.5
 
 
-def cxr_weights(times) -> np.ndarray:
-    """Normalised time weights ``(t_j - min t) / max t`` of a stay's images; all weight on the latest
-    image when they sum to zero (one image, or all taken at once)."""
-    times = np.asarray(times, np.float64)
-    scale = times.max() if times.max() > 0 else 1.0
-    weights = (times - times.min()) / scale
-    if weights.sum() <= 0:
-        weights = np.zeros(len(times))
-        weights[int(np.argmax(times))] = 1.0
-    return weights / weights.sum()
-
-
 def _cxr_sources(batch, rows) -> tuple[np.ndarray, np.ndarray]:
     latest = np.zeros((len(rows), CXR_SIDE * CXR_SIDE), np.float32)
     mean = np.zeros_like(latest)
@@ -211,10 +222,7 @@ def _cxr_sources(batch, rows) -> tuple[np.ndarray, np.ndarray]:
         pngs, times = batch["cxr_images"][i], batch["cxr_times"][i]
         if pngs is None or not len(pngs):
             continue
-        times = np.asarray(times, np.float64) if times is not None and len(times) == len(pngs) else np.arange(len(pngs), dtype=np.float64)
-        embeddings = np.stack([image_embedding(p) for p in pngs])
-        latest[i] = embeddings[int(np.argmax(times))]
-        mean[i] = cxr_weights(times) @ embeddings
+        latest[i], mean[i] = latest_and_mean(np.stack([image_embedding(p) for p in pngs]), image_times(pngs, times))
     return latest, mean
 
 

@@ -113,3 +113,18 @@ def test_a_cohort_without_notes_gets_an_empty_matrix_and_experts_are_not_run_for
     assert set(extra) == {notes.cell_id}  # medmix's experts are fitted on a training split: not run on the cohort
     ids, matrix = extra[notes.cell_id]["ext_nonotes"]["discharge"]
     assert len(ids) == 0 and matrix.shape == (0, 384)
+
+
+def test_only_a_final_trial_of_the_cell_gets_its_external_embeddings():
+    from sweeper.engine.trial import TrialContext, loop_config_of
+
+    cells, configs = _cells()
+    notes, staged, _ = cells
+    theirs = {"ext_other": {"discharge": ("ids", "matrix")}}
+    context = TrialContext(datasets={}, manifest=None, data_hash="h", storage_path="s", cells={c.cell_id: c for c in cells},
+                           base_configs=configs, max_epochs=1, patience=1, cpus_per_worker=1, gpus_per_worker=0, workers=1,
+                           extra_sets={"ext_other": {"external": True}}, extra_features={notes.cell_id: theirs})
+    final = loop_config_of({"run": {"cell": notes.cell_id, "seed": 1, "final": True, "params": {}}}, context)
+    assert final["extra_features"] == theirs and final["extra_sets"] == {"ext_other": {"external": True}}
+    assert loop_config_of({"cell": notes.cell_id, "seed": 0}, context)["extra_features"] == {}  # a tune trial scores no extra set
+    assert loop_config_of({"run": {"cell": staged.cell_id, "seed": 1, "final": True, "params": {}}}, context)["extra_features"] == {}

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections import Counter
 
+from sweeper.plan.ranking import rank_metrics
 from sweeper.plan.spec import Cell, Spec, expand_cells, trial_config
 from trainables import registry
 
@@ -22,6 +23,7 @@ def plan_text(spec, profile: str | None, cluster: dict[str, float], local: bool 
         f"cells: {len(cells)}  ({len(spec.tasks)} tasks × {len(spec.modality_subsets.expand())} modality subsets × {len(spec.methods)} methods"
         + "".join(f" × {len(v)} {k}" for k, v in spec.axes.items()) + ")" + _skipped(spec, cells),
         f"  by task: {by(lambda c: c.task)}",
+        "  tuned and ranked by: " + ", ".join(f"{task}: validation {metric.upper()}" for task, metric in rank_metrics(spec).items()),
         f"  by method: {by(lambda c: c.method)}",
         f"  by subset size: {by(lambda c: len(c.modalities))}",
         f"tune phase: {tune_trials} trials (≤ {budgets.tune_trials} per cell, Optuna TPE + ASHA grace {budgets.grace_period}, reduction {budgets.reduction_factor:g})"

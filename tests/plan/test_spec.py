@@ -367,8 +367,9 @@ def test_los_and_los_gt_7d_are_tasks_ranked_by_their_own_metrics(tmp_path, capsy
     assert rank_metrics(mae) == {"los": "mae"} and trial_config(mae, expand_cells(mae)[0], {})["select_metric"] == "mae"
     assert objective(load_raw(tmp_path, spec_with(tasks=["ihm", "los_gt_7d"]))) == "val_auroc"  # unchanged without los
 
-    path = write(tmp_path, spec_with(tasks=["los"]))
+    path = write(tmp_path, spec_with(tasks=["ihm", "los"], regression_metric="mae"))
     assert main(["plan", str(path)]) == 0
+    assert "  tuned and ranked by: ihm: validation AUROC, los: validation MAE" in capsys.readouterr().out.splitlines()
 
 
 def test_a_regression_metric_that_is_not_one_is_refused_in_one_line(tmp_path, capsys):

@@ -8,7 +8,7 @@ latest image. Per stay the result is ``[latest ‖ time-weighted mean]`` (2 × t
 stored once per (expert, options, data snapshot) in the embedding cache
 (``sweeper.encode.embeddings.cached_embeddings``, id ``cxr-series-<expert>-<hash>``).
 
-Weights (METHODS.md §4): ``w_j = (t_j - min t) / max t``, normalised here to sum to one (the paper's
+Weights (docs/methods.md, "SLM projectors"): ``w_j = (t_j - min t) / max t``, normalised here to sum to one (the paper's
 do not); when they are all zero (a single image, or all taken at once) the latest image takes all
 the weight instead of the paper's zero vector. Normalising makes the ``/ max t`` scale cancel.
 """

@@ -18,39 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
+from against_baselines import TableSession  # bench/ is the script's folder, first on sys.path
 
-class Session:
-    """``run_training``'s session over stays read with pyarrow (no Ray)."""
+
+class Session(TableSession):
+    """``run_training``'s session over stays read with pyarrow (no Ray; against_baselines' session),
+    keeping every report and the final predictions."""
 
     def __init__(self, stays: Path):
-        from sweeper.data.stays import read_stays
-
-        self.tables = {split: read_stays(stays, split)[0] for split in ("train", "val", "test")}
+        super().__init__(stays)
         self.reports: list[dict] = []
         self.predictions = None
-
-    def dataset(self, split):
-        table = self.tables[split]
-
-        class Batches:
-            def iter_batches(self, batch_size, batch_format="numpy"):
-                for start in range(0, len(table), batch_size):
-                    part = table.slice(start, batch_size)
-                    yield {name: part[name].to_numpy(zero_copy_only=False) for name in part.column_names}
-
-        return Batches()
 
     def report(self, metrics, checkpoint_dir=None):
         import pyarrow.parquet as pq
 
         from sweeper.loop.outputs import PREDICTIONS_FILE
 
+        super().report(metrics, checkpoint_dir)
         self.reports.append(dict(metrics))
         if checkpoint_dir and (Path(checkpoint_dir) / PREDICTIONS_FILE).exists():
             self.predictions = pq.read_table(Path(checkpoint_dir) / PREDICTIONS_FILE)
-
-    def checkpoint(self):
-        return None
 
 
 def main() -> None:

@@ -110,14 +110,15 @@ def test_aligned_head_without_the_stage_is_a_clear_error(pretrained, aligned_sta
 
 
 @pytest.mark.parametrize("profile", ["local", "paper"])
-def test_the_spec_runs_one_pretraining_for_both_aligned_heads_and_both_tasks(profile):
+def test_the_spec_runs_one_pretraining_for_both_aligned_heads_and_every_task(profile):
     from sweeper.plan.plan import stage_jobs
     from sweeper.plan.spec import expand_cells, load_spec
 
     spec, _ = load_spec("mga", profile)
+    assert set(spec.tasks) == ({"ihm", "los"} if profile == "local" else {"ihm", "phenotyping", "los"})
     jobs = stage_jobs(spec, expand_cells(spec), data_hash="")
     assert [job["stage"] for job in jobs.values()] == ["mga.pretrain"]
     dependents = next(iter(jobs.values()))["dependents"]
-    # the aligned static heads (mlp, lstm) and the sequential decoder, on both tasks
-    assert len(dependents) == 6 and all(":mlp" in c or ":lstm" in c or "mga.seq" in c for c in dependents), dependents
-    assert sum("mga.seq" in c for c in dependents) == 2
+    # the aligned static heads (mlp, lstm) and the sequential decoder, on every task of the profile
+    assert len(dependents) == 3 * len(spec.tasks) and all(":mlp" in c or ":lstm" in c or "mga.seq" in c for c in dependents), dependents
+    assert sum("mga.seq" in c for c in dependents) == len(spec.tasks)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from sweeper.data.schema import SPLITS, Manifest, StaysError
 from sweeper.data.splits import assign_splits
+from sweeper.data.tables import READ_ERRORS, unreadable
 
 VAL_SHARE = 0.15
 
@@ -29,8 +30,8 @@ def from_file(frame: pd.DataFrame, manifest: Manifest, path: str | Path) -> pd.D
         given = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise StaysError(f"--split-file {path}: does not exist; give a CSV with stay_id (or subject_id) and split columns") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise StaysError(f"--split-file {path}: cannot read ({str(err).strip().splitlines()[0]}); give a CSV with stay_id (or subject_id) and split columns") from None
+    except READ_ERRORS as err:
+        raise unreadable(f"--split-file {path}", err, "give a CSV with stay_id (or subject_id) and split columns") from None
     key = "stay_id" if "stay_id" in given.columns else "subject_id" if "subject_id" in given.columns else None
     if key is None or "split" not in given.columns:
         raise StaysError(f"--split-file {path}: needs a split column and a stay_id or subject_id column (header has {', '.join(given.columns)})")

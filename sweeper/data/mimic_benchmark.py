@@ -36,6 +36,7 @@ import pandas as pd
 from sweeper.data.cohort import build_stays
 from sweeper.data.schema import PHENOTYPES, SPLITS, Manifest, StaysError
 from sweeper.data.splits import assign_splits
+from sweeper.data.tables import READ_ERRORS, unreadable
 
 SOURCE = "mimic-benchmark"
 TASKS = ("in-hospital-mortality", "phenotyping", "length-of-stay")
@@ -59,8 +60,8 @@ VAL_SHARE = 0.15
 def _read_listfile(path: Path, columns: list[str]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"stay": str})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise StaysError(f"{path}: cannot read ({str(err).strip().splitlines()[0]}); use the listfile the benchmark wrote") from None
+    except READ_ERRORS as err:
+        raise unreadable(path, err, "use the listfile the benchmark wrote") from None
     for column in columns:
         if column not in frame.columns:
             raise StaysError(f"{path}: missing column {column!r} (header has {', '.join(map(str, frame.columns))}); use the listfile the benchmark wrote")
@@ -95,8 +96,8 @@ def read_timeseries(path: Path, counts: dict) -> pd.DataFrame:
         wide = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise StaysError(f"{path}: missing, but listed by its task's listfile; use the task folder as the benchmark wrote it") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise StaysError(f"{path}: cannot read ({str(err).strip().splitlines()[0]}); use the file the benchmark wrote") from None
+    except READ_ERRORS as err:
+        raise unreadable(path, err, "use the file the benchmark wrote") from None
     if "Hours" not in wide.columns:
         raise StaysError(f"{path}: missing column 'Hours'; use the file the benchmark wrote")
     hours = pd.to_numeric(wide["Hours"], errors="coerce")

@@ -38,12 +38,14 @@ def require_table(folder: Path, name: str, what: str) -> Path:
     return path
 
 
-def _unreadable(path: Path, err: BaseException) -> StaysError:
+def unreadable(where: object, err: BaseException, advice: str = "download the file again") -> StaysError:
+    """The one-line error for a file that cannot be read: ``where`` (its path, or how the user
+    named it), the first line of the reader's complaint, and what to do."""
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return StaysError(f"{path}: cannot read ({message}); download the file again")
+    return StaysError(f"{where}: cannot read ({message}); {advice}")
 
 
-_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError)
+READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError)
 
 
 def read_table(
@@ -62,8 +64,8 @@ def read_table(
     """
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8")
-    except _READ_ERRORS as err:
-        raise _unreadable(path, err) from None
+    except READ_ERRORS as err:
+        raise unreadable(path, err) from None
     by_lower = {str(name).strip().lower(): name for name in header.columns}
     for column in columns:
         if column not in by_lower and column not in optional:
@@ -80,8 +82,8 @@ def read_table(
             parts.append(_complete(chunk, columns) if each is None else each(_complete(chunk, columns)))
     except StaysError:  # a bad value found by ``each``: its own message names the column
         raise
-    except _READ_ERRORS as err:
-        raise _unreadable(path, err) from None
+    except READ_ERRORS as err:
+        raise unreadable(path, err) from None
     if not parts:
         empty = _complete(pd.DataFrame(columns=[c.lower() for c in wanted], dtype=object), columns)
         return empty if each is None else each(empty)

@@ -152,8 +152,16 @@ def tiny_causal_lm(hidden: int = 32, layers: int = 2, vocab: int = 256, seed: in
         return freeze(LlamaForCausalLM(config))
 
 
-def build_lm(name: str, tiny: dict | None = None):
-    """``tiny:<hidden>`` names a random tiny model (e.g. ``tiny:32``); anything else loads a real one."""
-    if name.startswith("tiny:"):
-        return tiny_causal_lm(hidden=int(name.split(":", 1)[1]), **(tiny or {}))
-    return load_causal_lm(name)
+def build_lm(name: str, tiny: dict | None = None, layers: int = 0):
+    """``tiny:<hidden>`` names a random tiny model (e.g. ``tiny:32``); anything else loads a real one.
+
+    ``layers`` > 0 keeps only the first ``layers`` decoder blocks (the embeddings, final norm and LM
+    head stay): the same pretrained weights at a fraction of the cost, for machines too small for
+    the whole model. 0 (or at least the model's depth) keeps every block."""
+    model = tiny_causal_lm(hidden=int(name.split(":", 1)[1]), **(tiny or {})) if name.startswith("tiny:") else load_causal_lm(name)
+    if layers < 0:
+        raise ValueError(f"lm_layers {layers}: use 0 (every block) or a positive number of blocks")
+    if 0 < layers < model.config.num_hidden_layers:
+        model.get_decoder().layers = model.get_decoder().layers[:layers]
+        model.config.num_hidden_layers = layers
+    return model

@@ -124,7 +124,20 @@ def test_real_smollm2_reads_projected_tokens(tmp_path, monkeypatch):
     model = load_causal_lm(SMOLLM2)  # converted once into the user's cache, ~1 s after that
     assert type(model).__name__ == "LlamaForCausalLM" and 134e6 < sum(p.numel() for p in model.parameters()) < 135e6
     _, shapes = _batch()
-    monkeypatch.setitem(shared_lm.__globals__["_LMS"], SMOLLM2, model)
+    monkeypatch.setitem(shared_lm.__globals__["_LMS"], (SMOLLM2, 0), model)
     projector = SLMProjector({"lm": SMOLLM2, "seed": 0}, shapes, 3)
     batch, _ = _batch()
     assert projector(batch)["logits"].shape == (6, 3)
+
+
+def test_lm_layers_keeps_the_first_blocks_of_the_same_weights():
+    full, cut = build_lm("tiny:32", tiny={"layers": 3}), build_lm("tiny:32", tiny={"layers": 3}, layers=1)
+    assert len(cut.get_decoder().layers) == cut.config.num_hidden_layers == 1
+    assert torch.equal(cut.get_decoder().layers[0].self_attn.q_proj.weight, full.get_decoder().layers[0].self_attn.q_proj.weight)
+    assert torch.equal(cut.get_output_embeddings().weight, full.get_output_embeddings().weight)
+    assert len(build_lm("tiny:32", tiny={"layers": 3}, layers=7).get_decoder().layers) == 3  # deeper than the model: all kept
+    with pytest.raises(ValueError, match="lm_layers -1"):
+        build_lm("tiny:32", layers=-1)
+    _, shapes = _batch()
+    projector = SLMProjector({"lm": "tiny:64", "lm_layers": 1, "seed": 0}, shapes, 3)
+    assert projector.lm.config.num_hidden_layers == 1 and shared_lm("tiny:64").config.num_hidden_layers == 2

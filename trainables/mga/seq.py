@@ -75,11 +75,7 @@ class SeqDecoder(nn.Module):
         self.removal_protocol = bool(config.get("removal_protocol", False))
         d = int(config["d"])
         self.encoders = nn.ModuleDict({m: self.make_encoder(m, shapes[m], hourly, d, config) for m in self.modalities})
-        lm = build_lm(str(config["lm"]))
-        keep = int(config.get("lm_layers") or 0)  # the first N blocks only (0: all), a cheaper backbone for small machines
-        if 0 < keep < lm.config.num_hidden_layers:
-            lm.get_decoder().layers = lm.get_decoder().layers[:keep]
-            lm.config.num_hidden_layers = keep
+        lm = build_lm(str(config["lm"]), layers=int(config.get("lm_layers") or 0))  # the first N blocks only (0: all)
         embeddings = lm.get_input_embeddings().weight.detach().float()
         width, rms = embeddings.shape[1], float(embeddings.pow(2).mean().sqrt())
         from peft import LoraConfig, get_peft_model

@@ -19,7 +19,7 @@ from trainables.slm.projector import SLMProjector, adam, new_epoch
 register(Trainable(
     name="slm.projector", build_model=SLMProjector, inputs="slm.sources", loss=multitask_loss, optimizer=adam, on_epoch_start=new_epoch,
     defaults={
-        "lm": "smollm2-135m", "mode": "joint", "evaluate": "joint", "loss": "asl", "asl_margin": 0.05, "asl_gamma_neg": 4.0, "beta": 10.0,
+        "lm": "smollm2-135m", "lm_layers": 0, "mode": "joint", "evaluate": "joint", "loss": "asl", "asl_margin": 0.05, "asl_gamma_neg": 4.0, "beta": 10.0,
         "lr": 5e-4, "weight_decay": 3e-4, "batch_size": 32, **features.FEATURE_DEFAULTS,
     },
     paper="SLM projectors (docs/methods.md): frozen causal LM read through per-source autoencoder projectors",

@@ -19,7 +19,8 @@ LM head's logits of K vocabulary ids drawn once from the trial's seed.
   falling back to the joint reading for a stay without that source.
 
 ``lm`` names the backbone (``trainables.lm``): ``smollm2-135m`` (the real SmolLM2-135M), a local
-folder, a hub id, or ``tiny:<width>`` for a small random Llama. The paper: Gemma-2B and
+folder, a hub id, or ``tiny:<width>`` for a small random Llama; ``lm_layers: N`` reads it through its
+first N blocks only (0, the default: all). The paper: Gemma-2B and
 Phi-3-mini; Adam (lr 5e-4, weight decay 3e-4), batch 32, 50 epochs, β = 10.
 """
 from __future__ import annotations
@@ -30,15 +31,15 @@ from torch.nn import functional as F
 
 from trainables.lm import build_lm
 
-_LMS: dict[str, nn.Module] = {}
+_LMS: dict[tuple[str, int], nn.Module] = {}
 
 
-def shared_lm(name: str) -> nn.Module:
-    """One frozen LM per process and name (trials in a reused worker load it once)."""
-    if name not in _LMS:
+def shared_lm(name: str, layers: int = 0) -> nn.Module:
+    """One frozen LM per process, name and depth (trials in a reused worker load it once)."""
+    if (name, layers) not in _LMS:
         _LMS.clear()  # one backbone in memory at a time
-        _LMS[name] = build_lm(name)
-    return _LMS[name]
+        _LMS[(name, layers)] = build_lm(name, layers=layers)
+    return _LMS[(name, layers)]
 
 
 class SLMProjector(nn.Module):
@@ -46,7 +47,7 @@ class SLMProjector(nn.Module):
         super().__init__()
         self.layout = dict(input_shapes["sources"])
         self.sources = list(self.layout)
-        object.__setattr__(self, "lm", shared_lm(str(config["lm"])))  # not a submodule: not saved, not optimised
+        object.__setattr__(self, "lm", shared_lm(str(config["lm"]), int(config.get("lm_layers") or 0)))  # not a submodule: not saved, not optimised
         d_token = self.lm.get_input_embeddings().embedding_dim
         self.mode, self.evaluate = str(config.get("mode", "joint")), str(config.get("evaluate", "joint"))
         if self.mode not in ("joint", "isolated") or self.evaluate not in ("joint", "best_single"):

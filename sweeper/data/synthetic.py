@@ -113,8 +113,12 @@ class SynthConfig:
         return sorted(MODALITIES, key=lambda m: (-self.strengths[m], MODALITIES.index(m)))
 
 
-def generate(config: SynthConfig) -> tuple[pd.DataFrame, Manifest]:
-    """One row per stay (every column of the manifest but ``split``) and the manifest."""
+def generate(config: SynthConfig, latent: dict | None = None) -> tuple[pd.DataFrame, Manifest]:
+    """One row per stay (every column of the manifest but ``split``) and the manifest.
+
+    ``latent``, when given, receives the per-stay latent state the modalities were drawn from
+    (``u``, ``z_age``, ``gender``, ``conditions``, and per modality ``readings``, ``mentions``,
+    ``present``), for analyses that need the truth (e.g. the best retrieval any encoder could reach)."""
     config.validate()
     rng = np.random.default_rng(config.seed)
     n, s = config.n_stays, config.strengths
@@ -162,6 +166,8 @@ def generate(config: SynthConfig) -> tuple[pd.DataFrame, Manifest]:
         **make_timeseries(rng, readings["timeseries"], mentions["timeseries"], present["timeseries"], gender),
         **make_demographics(rng, z_age, subject, present["demographics"], gender),
     )
+    if latent is not None:
+        latent.update(u=u, z_age=z_age[subject], gender=gender, conditions=conditions, readings=readings, mentions=mentions, present=present)
     manifest = Manifest(
         source="synthetic",
         modalities=list(MODALITIES),

@@ -93,6 +93,12 @@ _LUNGS = [
 _RADIOLOGY_FINDING = {5: "Hyperinflated lungs with flattened diaphragms.", 8: "Cardiomegaly with pulmonary edema.",
                       18: "Peribronchial thickening.", 20: "Layering pleural effusion.", 21: "Focal consolidation in the right lower lobe.",
                       22: "Endotracheal tube terminates 4 cm above the carina."}
+# What of a stay's latent state each modality shows (in step with make_notes / make_cxr /
+# make_timeseries / make_demographics below): the condition mentions it renders, and whether the
+# gender is readable (the discharge "Sex:" line, height and weight, the demographics field).
+SHOWN_CONDITIONS = {"discharge": tuple(range(25)), "radiology": tuple(sorted(_RADIOLOGY_FINDING)), "cxr": (8, 20, 21),
+                    "timeseries": (0, 1, 10, 22, 23, 24), "demographics": ()}
+SHOWS_GENDER = ("discharge", "timeseries", "demographics")
 _NEGATION = ["No evidence of {}.", "Negative for {}.", "{} was ruled out.", "No signs of {}.", "Denies history of {}."]
 _FILLER = ["Seen and examined by the ICU team.", "Medications were reconciled.", "PT and OT consulted.",
            "Please follow up with your PCP in 1-2 weeks.", "Code status: full code.", "Diet: regular as tolerated.",

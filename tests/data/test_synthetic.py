@@ -232,3 +232,47 @@ def test_cli_writes_a_small_cohort(tmp_path, capsys):
     table, manifest = read_stays(out)
     assert table.num_rows == 60 and manifest.ground_truth["seed"] == 2 and math.isclose(manifest.ground_truth["mnar"], 0.3)
     assert "synthetic" in capsys.readouterr().out
+
+
+def test_latent_state_is_what_the_frame_was_drawn_from():
+    config, latent = SynthConfig(n_stays=300, seed=3), {}
+    frame, _ = generate(config, latent=latent)
+    again, _ = generate(config)
+    pd.testing.assert_frame_equal(frame, again)  # asking for the latent state changes no draw
+    assert np.array_equal(latent["conditions"], np.stack(frame["label_phenotypes"]).astype(bool))
+    for m in MODALITIES:
+        assert np.array_equal(latent["present"][m], frame[presence_column(m)].to_numpy(bool))
+        assert latent["mentions"][m].shape == (300, 25) and latent["readings"][m].shape == (300,)
+    shown = frame[presence_column("demographics")].to_numpy(bool)
+    assert shown.any() and list(frame[demo_column("gender")][shown]) == list(latent["gender"][shown])
+    assert np.corrcoef(latent["u"], latent["readings"]["discharge"])[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("modality", ["radiology", "cxr", "timeseries"])
+def test_shown_conditions_are_the_mentions_that_change_the_modality(modality):
+    """SHOWN_CONDITIONS (what the alignment ceiling in bench/picme_alignment.py reads) is kept in step
+    with the generators: flipping a mention it leaves out changes nothing; flipping one it lists changes the content."""
+    import random
+
+    from sweeper.data.synthetic_modalities import SHOWN_CONDITIONS, make_cxr, make_notes, make_timeseries
+
+    n = 40
+    rng = np.random.default_rng(0)
+    readings = {m: rng.standard_normal(n) for m in MODALITIES}
+    mentions = {m: rng.random((n, 25)) < 0.3 for m in MODALITIES}
+    present = {m: np.ones(n, bool) for m in MODALITIES}
+    gender, los = np.where(rng.random(n) < 0.5, "M", "F"), np.full(n, 100.0)
+
+    def draw(flip: int | None):
+        shown = {m: v.copy() for m, v in mentions.items()}
+        if flip is not None:
+            shown[modality][:, flip] = ~shown[modality][:, flip]
+        if modality == "radiology":
+            return make_notes(random.Random(0), np.random.default_rng(1), readings, shown, present, gender, los)["radiology_text"]
+        if modality == "cxr":
+            return [b"".join(images) for images in make_cxr(np.random.default_rng(1), readings["cxr"], shown["cxr"], present["cxr"], 32)["cxr_images"]]
+        return [v.tobytes() for v in make_timeseries(np.random.default_rng(1), readings["timeseries"], shown["timeseries"], present["timeseries"], gender)["ts_hourly_values"]]
+
+    base = draw(None)
+    for k in range(25):
+        assert (draw(k) != base) == (k in SHOWN_CONDITIONS[modality]), (modality, k)

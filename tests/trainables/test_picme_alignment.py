@@ -111,3 +111,26 @@ def test_alignment_chance_matches_random_embeddings():
     rng = np.random.default_rng(0)
     hits = [top_k_alignment({m: rng.standard_normal((60, 8)) for m in "ab"}, k=5)["overall"] for _ in range(40)]
     assert abs(np.mean(hits) - alignment_chance(60, 2)) < 0.01  # 5 draws from 119, one same-stay view: 0.042
+
+
+def test_retrieval_on_held_out_stays_sees_pairs_that_a_modality_gap_hides_from_pooled_top5(tmp_path):
+    """Two modalities carry the same stay vectors, each shifted into its own region: every stay's
+    nearest neighbours are its own modality (pooled top-5 near 0), yet each query's partner is the
+    most similar stay of the other modality (R@1 = 1). Only val + test stays are scored."""
+    rng = np.random.default_rng(0)
+    n, d = 60, 8
+    x = rng.standard_normal((n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # one norm: cosine ranks the other modality's stays by x·x'
+    side = np.full((n, 1), 1.5)
+    split = np.array(["train"] * 20 + ["val"] * 20 + ["test"] * 20)
+    present = np.ones((n, 2), bool)
+    present[45, 1] = False  # a test stay without b: never a query of a→b, never a candidate
+    np.savez(tmp_path / "embeddings.npz", stay_id=np.arange(n).astype(str), present=present, split=split,
+             a=x, b=x, **{ALIGNED_PREFIX + "a": np.hstack([x, side]), ALIGNED_PREFIX + "b": np.hstack([x, -side])})
+    (tmp_path / "lambda.json").write_text(json.dumps({"modalities": ["a", "b"], "final": {"a": 0.5, "b": 0.5}, "history": []}))
+    tables = {t.name: t.table for t in pretrain_analyses([("k", {"subset": ["a", "b"]}, tmp_path)], pd.DataFrame())}
+    assert tables["alignment"].iloc[0]["top5_held_out"] < 0.2
+    retrieval = tables["picme_retrieval"].set_index("pair")
+    assert list(retrieval.index) == ["a → b", "b → a"]
+    assert list(retrieval["n_candidates"]) == [39, 40] and list(retrieval["n_queries"]) == [39, 39]  # b absent for one stay
+    assert (retrieval["r@1"] == 1.0).all() and retrieval["random@5"].iloc[0] == pytest.approx(5 / 39)

@@ -86,6 +86,9 @@ def test_analyses_are_written_and_summarised(picme_runs):
     assert lam.groupby("subset")["lambda"].sum().between(1 - 1e-5, 1 + 1e-5).all()
     alignment = pd.read_csv(analyses / "alignment.csv")
     assert set(alignment["subset"]) == SUBSETS and alignment["top5_alignment"].between(0, 1).all()
+    retrieval = pd.read_csv(analyses / "picme_retrieval.csv")  # held-out cross-modal R@K, both directions of every pair
+    assert set(retrieval["subset"]) == SUBSETS and len(retrieval) == sum(len(s.split("+")) * (len(s.split("+")) - 1) for s in SUBSETS)
+    assert retrieval["r@5"].between(0, 1).all() and (retrieval["random@5"] > 0).all()
     shares = pd.read_csv(analyses / "attributions.csv")
     assert set(shares["method"]) == {"picme.contrastive", "picme.mlstm"}
     assert shares.groupby("cell_id")["ig_share"].sum().between(1 - 1e-4, 1 + 1e-4).all()
@@ -95,5 +98,5 @@ def test_analyses_are_written_and_summarised(picme_runs):
     groups = pd.read_csv(analyses / "phenotype_groups.csv")
     assert len(groups) == 4 and {"acute", "chronic", "mixed"} <= set(groups.columns)
     markdown = (run / "leaderboard.md").read_text()
-    for title in ("Integrated-Gradients share", "Final λ", "Top-5 alignment", "Phenotype AUROC by group", "AUROC per subgroup"):
+    for title in ("Integrated-Gradients share", "Final λ", "Top-5 alignment", "PiCME cross-modal retrieval", "Phenotype AUROC by group", "AUROC per subgroup"):
         assert title in markdown

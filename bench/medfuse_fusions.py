@@ -33,38 +33,16 @@ class EpochSession(TableSession):
         self.reports.append(dict(metrics))
 
 
-def _tanh(v):
-    import torch
-
-    return torch.tanh(v)
-
-
-def _twice_sigmoid(v):
-    import torch
-
-    return 2 * torch.sigmoid(v)
-
-
-GATES = {"sigmoid": None, "tanh": _tanh, "2sigmoid": _twice_sigmoid}
+GATES = ("sigmoid", "tanh")
 
 
 def use_gate(name: str) -> None:
-    """Swap MuFuse's sigmoid gate in this process (a probe of why MuFuse levels off lower)."""
+    """Swap MuFuse's gate in this process (a probe of why MuFuse levels off lower)."""
     import torch
 
     from trainables.medfuse import TokenEmbedding
 
-    gate = GATES[name]
-    if gate is None:
-        return
-    original = TokenEmbedding.numeric
-
-    def numeric(self, feature, x):
-        if self.fusion != "mufuse":
-            return original(self, feature, x)
-        return self.feature(feature) * gate(torch.repeat_interleave(self.value(feature, x), self.k, dim=-1))
-
-    TokenEmbedding.numeric = numeric
+    TokenEmbedding.gate = staticmethod(getattr(torch, name))
 
 
 def main() -> int:
@@ -75,19 +53,29 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="max epochs (default: the profile's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a trial)")
-    parser.add_argument("--gate", choices=sorted(GATES), default="sigmoid",
+    parser.add_argument("--gate", choices=GATES, default="sigmoid",
                         help="MuFuse's gate on the repeated value embedding (default sigmoid, the paper's; the others are probes, not in the trainable)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values), e.g. lr=1e-3 partition_k=1")
     args = parser.parse_args()
 
+    if not (args.stays / "manifest.json").is_file():
+        parser.error(f"--stays {args.stays}: not a prepared stays folder (sweeper data prepare physionet2012 --src SRC --out DIR)")
     import yaml
 
     from sweeper.data.schema import read_manifest
+    from sweeper.errors import SweeperError
     from sweeper.loop.training import run_training
     from sweeper.plan.spec import expand_cells, load_spec
+    from trainables.medfuse import FUSIONS
 
+    unknown = sorted(set(args.fusions) - set(FUSIONS))
+    if unknown:
+        parser.error(f"--fusions {' '.join(unknown)}: use {', '.join(FUSIONS)}")
     use_gate(args.gate)
-    spec, _ = load_spec("medfuse-p12", profile=args.profile)
+    try:
+        spec, _ = load_spec("medfuse-p12", profile=args.profile)
+    except SweeperError as error:
+        parser.error(str(error))
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     manifest = read_manifest(args.stays)
     cells = {cell.method: cell for cell in expand_cells(spec)}

@@ -54,6 +54,8 @@ def sinusoidal(times: torch.Tensor, d: int, period: float) -> torch.Tensor:
 class TokenEmbedding(nn.Module):
     """(feature id, value, class id) → token vectors, by the configured fusion."""
 
+    gate = staticmethod(torch.sigmoid)  # MuFuse's gate on repeat_k(ṽ): the paper's, bounded in (0, 1)
+
     def __init__(self, n_features: int, n_classes: int, d: int, fusion: str, partition_k: int, phi_hidden: int = 64):
         super().__init__()
         if fusion not in FUSIONS:
@@ -84,7 +86,7 @@ class TokenEmbedding(nn.Module):
             return e * x.unsqueeze(-1)
         v = self.value(feature, x)
         if self.fusion == "mufuse":
-            return e * torch.sigmoid(torch.repeat_interleave(v, self.k, dim=-1))
+            return e * self.gate(torch.repeat_interleave(v, self.k, dim=-1))
         if self.fusion == "add":
             return e + self.project(v)
         return self.project(torch.cat([e, v], dim=-1))

@@ -33,18 +33,6 @@ class EpochSession(TableSession):
         self.reports.append(dict(metrics))
 
 
-GATES = ("sigmoid", "tanh")
-
-
-def use_gate(name: str) -> None:
-    """Swap MuFuse's gate in this process (a probe of why MuFuse levels off lower)."""
-    import torch
-
-    from trainables.medfuse import TokenEmbedding
-
-    TokenEmbedding.gate = staticmethod(getattr(torch, name))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stays", type=Path, default=Path("data/physionet2012"), help="a prepared stays folder (default data/physionet2012)")
@@ -53,8 +41,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="max epochs (default: the profile's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a trial)")
-    parser.add_argument("--gate", choices=GATES, default="sigmoid",
-                        help="MuFuse's gate on the repeated value embedding (default sigmoid, the paper's; the others are probes, not in the trainable)")
+    parser.add_argument("--gate", choices=("sigmoid", "tanh"), default=None,
+                        help="MuFuse's gate, config mufuse_gate (default: the profile's; sigmoid is the paper's)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values), e.g. lr=1e-3 partition_k=1")
     args = parser.parse_args()
 
@@ -71,15 +59,16 @@ def main() -> int:
     unknown = sorted(set(args.fusions) - set(FUSIONS))
     if unknown:
         parser.error(f"--fusions {' '.join(unknown)}: use {', '.join(FUSIONS)}")
-    use_gate(args.gate)
     try:
         spec, _ = load_spec("medfuse-p12", profile=args.profile)
     except SweeperError as error:
         parser.error(str(error))
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    if args.gate:
+        overrides["mufuse_gate"] = args.gate
     manifest = read_manifest(args.stays)
     cells = {cell.method: cell for cell in expand_cells(spec)}
-    print(f"medfuse-p12 / {args.profile} on {args.stays}, seed {args.seed}, MuFuse gate {args.gate}, overrides {overrides or 'none'}")
+    print(f"medfuse-p12 / {args.profile} on {args.stays}, seed {args.seed}, overrides {overrides or 'none'}")
     for fusion in args.fusions:
         cell = cells[f"medfuse:{fusion}"]
         config = {**loop_config(spec, cell, args.seed, manifest, {}, threads=args.threads), **overrides}

@@ -304,7 +304,10 @@ def _merge(base: dict, override: dict) -> dict:
         if value is None:
             out.pop(key, None)
             continue
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+        if isinstance(value, dict):  # a mapping the base lacks is merged over nothing: its nulls are dropped too
+            out[key] = _merge(out[key] if isinstance(out.get(key), dict) else {}, value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out
 
 

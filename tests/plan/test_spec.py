@@ -150,6 +150,15 @@ def test_profile_deep_merges_over_the_base(tmp_path):
     assert base.budgets.tune_trials == 4 and base.methods[METHOD].fixed == {"d": 32}
 
 
+def test_a_profile_adds_a_method_and_a_null_inside_it_means_absent(tmp_path):
+    """A profile may add a method the base lacks; a null inside it (as an anchor shared with a method
+    the base has would carry) leaves the key out rather than setting it to null."""
+    raw = spec_with(profiles={"more": {"methods": {f"{METHOD}:b": {"search": {"lr": {"loguniform": [1e-4, 1e-2]}, "d": None}, "fixed": {"d": 8}}}}})
+    more = load_raw(tmp_path, raw, "more")
+    assert set(more.methods) == {METHOD, f"{METHOD}:b"}
+    assert set(more.methods[f"{METHOD}:b"].search) == {"lr"} and more.methods[f"{METHOD}:b"].fixed == {"d": 8}
+
+
 def test_plan_with_profile(tmp_path, capsys):
     path = write(tmp_path, spec_with(profiles={"quick": {"budgets": {"tune_trials": 1}}}))
     assert main(["plan", str(path), "--profile", "quick"]) == 0

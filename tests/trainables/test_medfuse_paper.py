@@ -13,9 +13,9 @@ from trainables import registry
 from trainables.medfuse import TokenEmbedding, medfuse_loss
 
 
-def _hand_embedding() -> TokenEmbedding:
+def _hand_embedding(gate: str = "sigmoid") -> TokenEmbedding:
     """d = 4, k = 2 (d_v = 2), φ = Linear(1, 1) → GELU → Linear(1, 2) with weights set by hand."""
-    embed = TokenEmbedding(n_features=2, n_classes=1, d=4, fusion="mufuse", partition_k=2, phi_hidden=1)
+    embed = TokenEmbedding(n_features=2, n_classes=1, d=4, fusion="mufuse", partition_k=2, phi_hidden=1, gate=gate)
     with torch.no_grad():
         embed.feature.weight.copy_(torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 1.0, -1.0, 2.0]]))
         embed.phi[0].weight.fill_(2.0), embed.phi[0].bias.fill_(0.0)  # h = GELU(2x)
@@ -58,6 +58,28 @@ def test_the_gate_is_bounded_and_cannot_flip_a_feature_embedding_entry():
     assert bool(((ratio >= 0) & (ratio <= 1)).all()), ratio
 
 
+def test_the_tanh_gate_is_the_same_token_with_tanh_and_can_flip_an_entry():
+    """``mufuse_gate: tanh`` (not the paper's): Eqs. 2–7 with tanh in place of σ, so the gate lies in
+    (−1, 1) and a value can turn an entry of e_f around, as SCANE's e_f · x can."""
+    embed = _hand_embedding("tanh")
+    x = 0.75
+    h = _gelu(2.0 * x)
+    v_tilde = [2.0 * h - 1.0, -1.0 * (0.5 - h) + 0.25]
+    gates = [math.tanh(g) for g in v_tilde]
+    e = [0.0, 1.0, -1.0, 2.0]
+    expected = [e[0] * gates[0], e[1] * gates[0], e[2] * gates[1], e[3] * gates[1]]
+    token = embed.numeric(torch.tensor([[1]]), torch.tensor([[x]]))[0, 0]
+    assert torch.allclose(token, torch.tensor(expected), atol=1e-6), (token, expected)
+    values = torch.tensor([[-50.0, -1.0, 0.0, 1.0, 50.0]])
+    ratio = embed.numeric(torch.ones_like(values, dtype=torch.long), values)[0, :, 1] / embed.feature.weight[1, 1]
+    assert bool((ratio.abs() <= 1).all()) and bool((ratio < 0).any()) and bool((ratio > 0).any()), ratio
+
+
+def test_an_unknown_gate_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="mufuse_gate 'relu': use one of sigmoid, tanh"):
+        TokenEmbedding(n_features=2, n_classes=1, d=4, fusion="mufuse", partition_k=2, gate="relu")
+
+
 def _labels() -> torch.Tensor:
     return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])  # 2 positives, 6 negatives
 
@@ -84,7 +106,7 @@ def test_the_default_is_the_engines_weighted_bce():
 def test_the_paper_profile_trains_every_medfuse_variant_with_plain_bce():
     from sweeper.plan.spec import load_spec
 
-    for profile, expected in (("paper", "none"), ("local", None), ("repro", None)):
+    for profile, expected in (("paper", "none"), ("local", None), ("repro", None), ("repro-gate", None)):
         spec, _ = load_spec("medfuse-p12", profile)
         variants = [m for m in spec.methods if m.startswith("medfuse:")]
         assert variants and all(spec.methods[m].fixed.get("class_weight") == expected for m in variants), profile
@@ -97,3 +119,16 @@ def test_plain_bce_leaves_unknown_los_labels_out_and_other_tasks_keep_their_loss
     assert isinstance(medfuse_loss("los", _labels(), {"class_weight": "none"}).loss, torch.nn.MSELoss)
     with pytest.raises(ValueError, match="class_weight 'inverse'"):
         medfuse_loss("ihm", _labels(), {"class_weight": "inverse"})
+
+
+def test_the_repro_gate_profile_runs_both_gates_under_repros_settings():
+    from sweeper.plan.spec import load_spec
+
+    repro, _ = load_spec("medfuse-p12", "repro")
+    gate, _ = load_spec("medfuse-p12", "repro-gate")
+    assert sorted(gate.methods) == ["classical.xgboost", "medfuse:mufuse", "medfuse:mufuse-tanh"]
+    paper, tanh = gate.methods["medfuse:mufuse"], gate.methods["medfuse:mufuse-tanh"]
+    assert paper.fixed == repro.methods["medfuse:mufuse"].fixed and paper.search == repro.methods["medfuse:mufuse"].search
+    assert tanh.fixed == {**paper.fixed, "fusion": "mufuse", "mufuse_gate": "tanh"}
+    assert tanh.search == paper.search and "partition_k" not in tanh.search  # repro's null is dropped, not kept as a value
+    assert (gate.budgets, gate.final, gate.resources) == (repro.budgets, repro.final, repro.resources)

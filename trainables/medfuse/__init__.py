@@ -7,8 +7,9 @@ t = 0; nothing is imputed. A token of feature f with value x becomes:
 - ``e_f`` — a lookup of the feature's identity (``d`` dims);
 - ``v = φ(x)`` — a shared MLP on the (z-scored) scalar (``d_v = d / k`` dims), then the
   feature-specific affine ``ṽ = γ_f ⊙ v + β_f`` (γ = 1, β = 0 at init);
-- fusion (config ``fusion``): ``mufuse`` ``e_f ⊙ sigmoid(repeat_k(ṽ))`` (each entry of ṽ repeated
-  k times, ``k = partition_k``); ``add`` ``e_f + P ṽ``; ``concat`` ``W [e_f ; ṽ]``; ``scane``
+- fusion (config ``fusion``): ``mufuse`` ``e_f ⊙ g(repeat_k(ṽ))`` (each entry of ṽ repeated
+  k times, ``k = partition_k``; the gate g is config ``mufuse_gate``: ``sigmoid``, the paper's, or
+  ``tanh``, which can flip an entry's sign); ``add`` ``e_f + P ṽ``; ``concat`` ``W [e_f ; ṽ]``; ``scane``
   ``e_f · x`` (no φ);
 - categorical descriptors (e.g. ICUType, gender): ``W_c [e_f ; e_class]``, whatever the fusion;
 - a sinusoidal encoding of the token's elapsed hours is added.
@@ -38,6 +39,9 @@ from trainables.registry import Trainable, register, task_loss
 
 FUSIONS = ("mufuse", "add", "concat", "scane")
 CLASS_WEIGHTS = ("none", "balanced")
+# MuFuse's gate on repeat_k(ṽ): the paper's sigmoid, bounded in (0, 1), can only shrink an entry of
+# e_f; tanh, in (-1, 1), can also flip its sign, as SCANE's e_f · x does (issue 18, item 5).
+GATES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 def sinusoidal(times: torch.Tensor, d: int, period: float) -> torch.Tensor:
@@ -54,12 +58,14 @@ def sinusoidal(times: torch.Tensor, d: int, period: float) -> torch.Tensor:
 class TokenEmbedding(nn.Module):
     """(feature id, value, class id) → token vectors, by the configured fusion."""
 
-    gate = staticmethod(torch.sigmoid)  # MuFuse's gate on repeat_k(ṽ): the paper's, bounded in (0, 1)
-
-    def __init__(self, n_features: int, n_classes: int, d: int, fusion: str, partition_k: int, phi_hidden: int = 64):
+    def __init__(self, n_features: int, n_classes: int, d: int, fusion: str, partition_k: int, phi_hidden: int = 64,
+                 gate: str = "sigmoid"):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+        if gate not in GATES:
+            raise ValueError(f"mufuse_gate {gate!r}: use one of {', '.join(GATES)}")
+        self.gate = GATES[gate]
         if fusion == "mufuse" and d % partition_k:
             raise ValueError(f"partition_k {partition_k} must divide d {d}")
         self.fusion, self.k = fusion, partition_k
@@ -125,7 +131,9 @@ class MedFuse(nn.Module):
         vocab = input_shapes["tokens"]
         d = int(config["d"])
         self.feature_names = list(vocab.features)
-        self.embed = TokenEmbedding(vocab.n_features, vocab.n_classes, d, config["fusion"], int(config["partition_k"]), int(config["phi_hidden"]))
+        self.embed = TokenEmbedding(
+            vocab.n_features, vocab.n_classes, d, config["fusion"], int(config["partition_k"]), int(config["phi_hidden"]), str(config["mufuse_gate"])
+        )
         self.summary = nn.Parameter(torch.zeros(d))
         self.time_period = float(config["time_period"])
         self.layers = nn.ModuleList(EncoderLayer(d, int(config["heads"]), float(config["dropout"])) for _ in range(int(config["layers"])))
@@ -216,7 +224,7 @@ register(
         defaults={
             "d": 32, "fusion": "mufuse", "partition_k": 4, "heads": 2, "layers": 2, "dropout": 0.1, "time_period": 10000.0,
             "window_hours": 2.0, "phi_hidden": 64, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, "transfer_freeze_epochs": 2,
-            "class_weight": "balanced",
+            "class_weight": "balanced", "mufuse_gate": "sigmoid",
         },
         paper="MedFuse / MuFuse (docs/methods.md)",
     )

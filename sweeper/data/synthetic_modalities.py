@@ -72,7 +72,7 @@ _ADMISSION = {"EW EMER.": 0.55, "URGENT": 0.15, "OBSERVATION ADMIT": 0.10, "SURG
 
 # ------------------------------------------------------------------------------------------ notes
 
-_LEVELS = norm.ppf(np.arange(1, 9) / 9)  # nine equally likely severity levels of a reading
+SEVERITY_LEVELS = norm.ppf(np.arange(1, 9) / 9)  # the cut points of the nine equally likely severity levels a note renders
 _COURSE = [
     ["uneventful ICU course and was quickly transferred to the floor", "remained hemodynamically stable on room air throughout"],
     ["was observed overnight with minimal intervention", "vital signs remained within normal limits"],
@@ -118,7 +118,7 @@ def _typos(text: str, rng: random.Random, rate: float = 0.02) -> str:
 
 def make_notes(rng: random.Random, nprng, readings, mentions, present, gender, los) -> dict[str, list]:
     n = len(gender)
-    d_level, r_level = np.searchsorted(_LEVELS, readings["discharge"]), np.searchsorted(_LEVELS, readings["radiology"])
+    d_level, r_level = np.searchsorted(SEVERITY_LEVELS, readings["discharge"]), np.searchsorted(SEVERITY_LEVELS, readings["radiology"])
     discharge, radiology = [], []
     for i in range(n):
         if present["discharge"][i]:

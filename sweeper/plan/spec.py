@@ -298,16 +298,13 @@ def expand_cells(spec: Spec) -> list[Cell]:
 
 
 def _merge(base: dict, override: dict) -> dict:
-    """``override`` deep-merged over ``base``; a null value removes the key (e.g. a method)."""
+    """``override`` deep-merged over ``base``; a null removes the key (e.g. a method), also in a mapping the base lacks."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if value is None:
             out.pop(key, None)
             continue
-        if isinstance(value, dict):  # a mapping the base lacks is merged over nothing: its nulls are dropped too
-            out[key] = _merge(out[key] if isinstance(out.get(key), dict) else {}, value)
-        else:
-            out[key] = copy.deepcopy(value)
+        out[key] = _merge(out[key] if isinstance(out.get(key), dict) else {}, value) if isinstance(value, dict) else copy.deepcopy(value)
     return out
 
 

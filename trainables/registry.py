@@ -100,6 +100,9 @@ class Trainable:
     needs: str | None = None
     """The stage (``register_stage``) whose artifact every trial of this method reads; the engine
     runs that stage once per modality subset, data and stage config, before the tune phase."""
+    options: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    """Config keys whose value is one of a few (e.g. medfuse's ``fusion``): a spec's fixed value or
+    searched choice outside them is refused when the spec loads, before anything runs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +177,15 @@ def _load_families() -> None:
 def names() -> list[str]:
     _load_families()
     return sorted(_REGISTRY)
+
+
+def check_options(name: str, fixed: dict, choices: dict[str, list]) -> None:
+    """Raise ``SweeperError`` naming the key when a fixed value or searched choice of method ``name``
+    is not one of its trainable's ``options`` (and when ``name`` is no trainable)."""
+    for key, allowed in get(name).options.items():
+        for value in ([fixed[key]] if key in fixed else []) + list(choices.get(key, [])):
+            if value not in allowed:
+                raise SweeperError(f"{name}.{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
 
 
 def get(name: str) -> Trainable:

@@ -236,8 +236,8 @@ class Spec(_Strict):
 
         if not methods:
             raise ValueError("list at least one method")
-        for name in methods:
-            registry.get(name)  # raises naming the method
+        for name, method in methods.items():  # an unknown method, or a value outside its options, raises naming it
+            registry.check_options(name, method.fixed, {key: d.choice for key, d in method.search.items() if d.choice})
         return methods
 
     @field_validator("axes")

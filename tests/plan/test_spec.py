@@ -222,6 +222,10 @@ MALFORMED = {
     "unknown-metric": ({"metric": "f1"}, "metric", ["'auroc' or 'auprc'"]),
     "method-reads-no-subset": ({"methods/medfuse": {}}, "methods.medfuse", ["timeseries and demographics only"]),
     "unknown-method-variant": ({"methods": {"medfusion:add": {}}}, "methods", ["'medfusion:add'"]),
+    # a trainable's options (medfuse's fusion, mufuse_gate, class_weight) are checked before anything runs
+    "fixed-value-outside-options": ({"methods/medfuse": {"fixed": {"mufuse_gate": "relu"}}}, "methods", ["medfuse.mufuse_gate: 'relu' is not one of sigmoid, tanh"]),
+    "searched-choice-outside-options": ({"methods/medfuse:x": {"search": {"fusion": {"choice": ["add", "sum"]}}}}, "methods",
+                                        ["medfuse:x.fusion: 'sum' is not one of mufuse, add, concat, scane"]),
 }
 
 

@@ -226,6 +226,7 @@ register(
             "window_hours": 2.0, "phi_hidden": 64, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, "transfer_freeze_epochs": 2,
             "class_weight": "balanced", "mufuse_gate": "sigmoid",
         },
+        options={"fusion": FUSIONS, "class_weight": CLASS_WEIGHTS, "mufuse_gate": tuple(GATES)},
         paper="MedFuse / MuFuse (docs/methods.md)",
     )
 )

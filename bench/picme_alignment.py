@@ -225,7 +225,7 @@ class Oracle:
             d1, d0 = self.like_d[0][:, self.shown][:, None, None, :], self.like_d[1][:, self.shown][:, None, None, :]
             m1, m0 = self.like_m[0][None, :, None, :], self.like_m[1][None, :, None, :]
             joint = joint + np.log(pc * d1 * m1 + (1 - pc) * d0 * m0).sum(-1)
-            margin_d = margin_d + np.log(pc[0] * d1[:, 0] + (1 - pc[0]) * d0[:, 0]).sum(-1)
+            margin_d = margin_d + self._mentions_given_u((self.like_d[0][:, self.shown], self.like_d[1][:, self.shown]), self.shown)
         score = self._logsumexp_u(joint) - self._logsumexp_u(margin_d)[:, None] - self.log_p_m[None, :]
         return self._gender(score)
 
